@@ -1,0 +1,1 @@
+"""What the four DCGAN training scripts share: losses, optimizers, plotting and run files."""

@@ -1,0 +1,257 @@
+"""Unit tests of common/: losses, plotting, run files, progress and metrics."""
+
+import argparse
+import math
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import losses, plotting, run
+from common.metrics import frechet_distance, pixel_fid
+from common.progress import EpochLog, format_row
+
+# --- Losses on logits with known answers ---------------------------------------------------
+
+
+def test_losses_match_hand_computed_cross_entropy():
+    real_logits = tf.constant([[0.0], [2.0]])
+    fake_logits = tf.constant([[0.0], [-1.0]])
+    # BCE(x, 1) = log(1 + e^-x), BCE(x, 0) = log(1 + e^x).
+    expected_real = (math.log(2) + math.log(1 + math.exp(-2))) / 2
+    expected_fake = (math.log(2) + math.log(1 + math.exp(-1))) / 2
+    d_loss = losses.discriminator_loss(real_logits, fake_logits)
+    assert float(d_loss) == pytest.approx(expected_real + expected_fake, rel=1e-6)
+    g_loss = losses.generator_loss(fake_logits)
+    assert float(g_loss) == pytest.approx((math.log(2) + math.log(1 + math.e)) / 2, rel=1e-6)
+
+
+def test_losses_stay_finite_for_confident_logits():
+    # The seeds' sigmoid-then-log form gives log(0) = -inf here; logits do not.
+    huge = tf.constant([[100.0]])
+    assert float(losses.discriminator_loss(huge, -huge)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.generator_loss(-huge)) == pytest.approx(100.0, rel=1e-6)
+
+
+def test_losses_accept_bfloat16_logits_and_return_float32():
+    logits = tf.constant([[1.0]], dtype=tf.bfloat16)
+    assert losses.generator_loss(logits).dtype == tf.float32
+
+
+def test_mean_probability_is_mean_sigmoid():
+    logits = tf.constant([[0.0], [math.log(3.0)]])
+    assert float(losses.mean_probability(logits)) == pytest.approx((0.5 + 0.75) / 2)
+
+
+# --- Plotting ------------------------------------------------------------------------------
+
+
+def test_image_grid_places_each_image_and_maps_range():
+    images = np.stack([np.full((4, 5, 1), value) for value in (-1.0, 0.0, 1.0)])
+    grid = plotting.image_grid(images, padding=1)
+    assert grid.shape == (2 * 5 + 1, 2 * 6 + 1)  # 2x2 cells for 3 images, grayscale.
+    assert grid[1, 1] == 0 and grid[1, 7] == 128 and grid[6, 1] == 255
+    assert grid[6, 7] == 255  # The empty fourth cell stays white.
+
+
+def test_image_grid_color_and_shape_error():
+    grid = plotting.image_grid(np.zeros((64, 8, 8, 3)))
+    assert grid.shape == (8 * 10 + 2, 8 * 10 + 2, 3)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        plotting.image_grid(np.zeros((8, 8)))
+
+
+def test_save_image_grid_and_gif_round_trip(tmp_path):
+    paths = []
+    for epoch, value in enumerate((-1.0, 0.0, 1.0), start=1):
+        path = run.sample_path(tmp_path, epoch)
+        plotting.save_image_grid(np.full((4, 6, 6, 1), value), path)
+        paths.append(path)
+    assert iio.imread(paths[0]).shape == (2 * 8 + 2, 2 * 8 + 2)
+    assert run.sample_paths(tmp_path, 2) == paths[:2]
+    gif = tmp_path / "progress.gif"
+    plotting.write_gif(run.sample_paths(tmp_path, 3), gif)
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] == 3
+    assert frames[0].mean() < frames[2].mean()  # In order: dark first, bright last.
+    plotting.write_gif(paths[:1], gif)  # A single frame is a valid GIF too.
+    assert iio.imread(gif, index=None).shape[0] == 1
+
+
+def test_gif_sees_a_sample_written_again(tmp_path):
+    path = run.sample_path(tmp_path, 1)
+    plotting.save_image_grid(np.full((1, 4, 4, 1), -1.0), path)
+    plotting.write_gif([path], tmp_path / "a.gif")
+    plotting.save_image_grid(np.full((1, 4, 4, 1), 1.0), path)  # A resumed epoch's sample.
+    plotting.write_gif([path], tmp_path / "a.gif")
+    assert iio.imread(tmp_path / "a.gif", index=None)[0].min() > 200
+
+
+def test_plots_are_pngs(tmp_path):
+    history = [{"epoch": e, "d_loss": 1.0 / e, "g_loss": 2.0, "d_real": 0.7, "d_fake": 0.3}
+               for e in (1, 2, 3)]
+    plotting.plot_losses(history, tmp_path / "losses.png")
+    plotting.plot_d_probs(history[:1], tmp_path / "d_probs.png")
+    for name in ("losses.png", "d_probs.png"):
+        picture = iio.imread(tmp_path / name)
+        assert picture.ndim == 3 and picture.shape[0] > 100
+        assert picture.std() > 10  # Something is drawn, not a blank canvas.
+
+
+# --- Run files -----------------------------------------------------------------------------
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("old")
+
+    def broken(temporary):
+        with open(temporary, "w") as file:
+            file.write("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        run.atomic_write(path, broken)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]  # No temporary left.
+
+
+def _parser():
+    parser = argparse.ArgumentParser()
+    run.add_common_arguments(parser, "demo", epochs=5, batch_size=128, lr=2e-4, latent_dim=100)
+    return parser
+
+
+def test_parse_args_reports_explicit_flags():
+    args, explicit = run.parse_args(_parser(), ["--epochs", "7", "--batch-size", "128"])
+    assert args.epochs == 7 and args.lr == 2e-4 and args.out_dir.endswith("demo")
+    assert explicit == {"epochs", "batch_size"}  # Typed flags count even at their default.
+
+
+def test_parse_args_ignores_notebook_kernel_argv(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/tmp/kernel.json"])
+    args, explicit = run.parse_args(_parser())
+    assert args.epochs == 5 and explicit == set()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs: must be at least 1"),
+    (["--batch-size", "-4"], "--batch-size: must be at least 1"),
+    (["--lr", "0"], "--lr: must be a finite number above 0"),
+    (["--lr", "nan"], "--lr: must be a finite number above 0"),
+    (["--epochs", "ten"], "--epochs: must be a whole number"),
+    (["--resume", "--overwrite"], "not allowed with argument"),
+])
+def test_nonsense_flags_exit_with_usage_error(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run.parse_args(_parser(), flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_merge_resumed_args_keeps_saved_values_unless_typed():
+    args, explicit = run.parse_args(_parser(), ["--resume", "--epochs", "9"])
+    saved = {"epochs": 3, "batch_size": 64, "lr": 1e-3, "latent_dim": 100, "resume": False}
+    merged = run.merge_resumed_args(args, explicit, saved)
+    assert (merged.epochs, merged.batch_size, merged.lr, merged.resume) == (9, 64, 1e-3, True)
+
+
+def test_merge_resumed_args_refuses_a_different_model():
+    args, explicit = run.parse_args(_parser(), ["--resume", "--latent-dim", "64"])
+    expected = r"--latent-dim 64 does not match the run being resumed \(--latent-dim 100\)"
+    with pytest.raises(ValueError, match=expected):
+        run.merge_resumed_args(args, explicit, {"latent_dim": 100})
+
+
+def test_prepare_out_dir_refuses_a_run_and_changes_nothing(tmp_path):
+    (tmp_path / "args.json").write_text("{}")
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="already holds a run .* --resume .* --overwrite"):
+        run.prepare_out_dir(tmp_path, resume=False, overwrite=False)
+    assert sorted(tmp_path.iterdir()) == before
+    assert run.prepare_out_dir(tmp_path, resume=True, overwrite=False) is True
+    assert run.prepare_out_dir(tmp_path / "new", resume=True, overwrite=False) is False
+
+
+def test_prepare_out_dir_unwritable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        run.prepare_out_dir(blocker, False, False)
+    with pytest.raises(ValueError, match=f"cannot write to --out-dir {blocker}/run"):
+        run.prepare_out_dir(blocker / "run", False, False)
+
+
+def test_clear_run_deletes_only_run_outputs(tmp_path):
+    for name in ("args.json", "history.csv", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-1.index").write_text("x")
+    run.clear_run(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_history_round_trip_drops_rows_after_checkpoint(tmp_path):
+    rows = [{"epoch": e, "d_loss": 1.5, "g_loss": 0.5, "d_real": 0.6, "d_fake": 0.4,
+             "images_per_sec": 100.0, "seconds": 2.0} for e in (1, 2, 3)]
+    run.write_history(tmp_path, rows)
+    assert run.read_history(tmp_path, 3) == rows
+    assert run.read_history(tmp_path, 2) == rows[:2]
+    assert run.read_history(tmp_path / "none", 5) == []
+
+
+# --- Progress ------------------------------------------------------------------------------
+
+
+def test_epoch_log_means_and_row(capsys):
+    log = EpochLog(epoch=2, epochs=10, steps=2, first_step=5)
+    log.add(tf.constant([1.0, 2.0, 0.8, 0.2]), 128)
+    log.add(tf.constant([3.0, 4.0, 0.6, 0.4]), 72)
+    row = log.summary()
+    assert row["epoch"] == 2 and row["d_loss"] == 2.0 and row["g_loss"] == 3.0
+    assert row["d_real"] == pytest.approx(0.7) and row["d_fake"] == pytest.approx(0.3)
+    assert row["images_per_sec"] > 0
+    line = capsys.readouterr().out.strip()
+    assert line == format_row(row, 10)
+    assert line.startswith("epoch  2/10 | d_loss 2.0000 | g_loss 3.0000 | D(x) 0.700")
+
+
+def test_epoch_log_names_the_first_non_finite_step():
+    log = EpochLog(epoch=3, epochs=5, steps=10, first_step=21)
+    log.add(tf.constant([1.0, 1.0, 0.5, 0.5]), 8)
+    log.add(tf.constant([1.0, float("nan"), 0.5, 0.5]), 8)
+    log.add(tf.constant([float("inf"), 1.0, 0.5, 0.5]), 8)
+    with pytest.raises(FloatingPointError, match=r"epoch 3, step 2 of the epoch \(global step 22\)"):
+        log.flush()
+
+
+def test_stop_on_interrupt_turns_sigint_into_a_request():
+    import os
+    import signal
+    with run.StopOnInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupt.requested
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --- Metrics -------------------------------------------------------------------------------
+
+
+def test_frechet_distance_closed_form():
+    # Diagonal covariances: |m1-m2|^2 + sum (sqrt(a) - sqrt(b))^2.
+    mean_a, mean_b = np.array([0.0, 1.0]), np.array([3.0, 1.0])
+    a, b = np.diag([4.0, 1.0]), np.diag([1.0, 9.0])
+    expected = 9.0 + (2 - 1) ** 2 + (1 - 3) ** 2
+    assert frechet_distance(mean_a, a, mean_b, b) == pytest.approx(expected)
+    assert frechet_distance(mean_a, a, mean_a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_pixel_fid_is_small_for_same_data_and_large_for_different():
+    rng = np.random.default_rng(0)
+    data = np.tanh(rng.normal(size=(3000, 8, 8, 1)) + np.linspace(-1, 1, 64).reshape(8, 8, 1))
+    same = pixel_fid(data[:1500], data[1500:])
+    shifted = pixel_fid(data[:1500], np.clip(data[1500:] + 0.5, -1, 1))
+    assert same < 0.2 and shifted > 20 * same

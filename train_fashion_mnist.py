@@ -1,0 +1,286 @@
+"""Train a DCGAN on Fashion-MNIST (28x28 grayscale clothing), seed 004's exact models.
+
+Usage:
+    python train_fashion_mnist.py --epochs 50
+    python train_fashion_mnist.py --epochs 80 --resume       # continue the same run
+    python train_fashion_mnist.py --help                     # every flag and its default
+
+From a notebook cell: `main(["--epochs", "5"])`.
+
+Data, first that works: --data-dir (a folder with the idx .gz files), Debian's
+`dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist, Keras' download.
+Writes samples, progress.gif, plots, history.csv, generator.keras and checkpoints to
+--out-dir (default runs/fashion_mnist).
+"""
+
+import argparse
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from common.losses import discriminator_loss, generator_loss, mean_probability
+from common.optimizers import make_adam
+from common.plotting import plot_d_probs, plot_losses, save_image_grid, write_gif
+from common.progress import EpochLog, steps_per_epoch
+from common.run import (StopOnInterrupt, add_common_arguments, atomic_write, clear_run,
+                        load_args, merge_resumed_args, parse_args, prepare_out_dir,
+                        read_history, sample_path, sample_paths, save_args, write_history)
+
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
+SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper (Keras 3's default is 0.3).
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Train seed 004's DCGAN on Fashion-MNIST (28x28x1).")
+    add_common_arguments(parser, "fashion_mnist", epochs=50, batch_size=128, lr=2e-4,
+                         latent_dim=128)
+    return parser
+
+
+# --- Data ---------------------------------------------------------------------------------
+
+
+def read_idx_images(path):
+    """Read an idx3 image file (gzip or plain) into a uint8 array (N, 28, 28, 1)."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ValueError(f"cannot read {path} ({error}); download it again") from None
+    if len(raw) < 16:
+        raise ValueError(f"{path} is truncated ({len(raw)} bytes); download it again")
+    magic, count, rows, columns = struct.unpack(">IIII", raw[:16])
+    if magic != 2051:
+        raise ValueError(f"{path} is not an idx image file (magic number {magic}, expected "
+                         f"2051); point --data-dir at the Fashion-MNIST files")
+    if len(raw) != 16 + count * rows * columns:
+        raise ValueError(f"{path} is truncated: its header promises {count} images of "
+                         f"{rows}x{columns} but it holds {len(raw) - 16} bytes of pixels; "
+                         f"download it again")
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(count, rows, columns, 1)
+
+
+def find_train_images(folder):
+    """The train-images file in `folder`, gzipped or not; ValueError naming what is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"--data-dir {folder} does not exist; point it at a folder holding "
+                         f"{', '.join(IDX_FILES)}")
+    for name in (TRAIN_IMAGES + ".gz", TRAIN_IMAGES):
+        if (folder / name).is_file():
+            return folder / name
+    raise ValueError(f"--data-dir {folder} has no {TRAIN_IMAGES}.gz; it should hold the "
+                     f"Fashion-MNIST files {', '.join(IDX_FILES)}")
+
+
+def read_train_images(data_dir=None):
+    """The 60,000 training images as uint8 (N, 28, 28, 1), and where they came from."""
+    if data_dir is not None:
+        path = find_train_images(data_dir)
+        return read_idx_images(path), str(path)
+    if Path(DEBIAN_DIR, TRAIN_IMAGES + ".gz").is_file():
+        path = Path(DEBIAN_DIR, TRAIN_IMAGES + ".gz")
+        return read_idx_images(path), str(path)
+    try:
+        (images, _), _ = keras.datasets.fashion_mnist.load_data()
+    except Exception as error:  # No internet, a proxy, a broken cache: all end the same way.
+        raise ValueError(
+            f"found no Fashion-MNIST: no --data-dir given, {DEBIAN_DIR} is missing, and "
+            f"Keras' download failed ({type(error).__name__}). Either pass --data-dir with "
+            f"the four idx .gz files, or `apt-get install dataset-fashion-mnist` "
+            f"(Debian/Ubuntu), or connect to the internet") from None
+    return images[..., np.newaxis], "keras.datasets.fashion_mnist"
+
+
+def load_dataset(images, batch_size, seed):
+    """Shuffled batches in [-1, 1]: uint8 stays in memory, each batch is scaled on the fly."""
+    return (
+        tf.data.Dataset.from_tensor_slices(images)
+        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)  # The last batch may be smaller; train_step handles it.
+        .map(lambda batch: tf.cast(batch, tf.float32) / 127.5 - 1.0,
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+# --- Models (seed 004, to the parameter) --------------------------------------------------
+
+
+def make_generator(latent_dim=128):
+    return keras.Sequential([
+        keras.Input((latent_dim,)),
+        layers.Dense(7 * 7 * 256),
+        layers.LeakyReLU(SLOPE),
+        layers.Reshape((7, 7, 256)),                            # 7x7x256
+        layers.UpSampling2D(),
+        layers.Conv2D(256, 3, padding="same"),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(SLOPE),                                # 14x14x256
+        layers.UpSampling2D(),
+        layers.Conv2D(128, 3, padding="same"),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(SLOPE),                                # 28x28x128
+        layers.Conv2D(64, 3, padding="same"),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(SLOPE),                                # 28x28x64
+        layers.Conv2D(1, 3, padding="same", activation="tanh"),  # 28x28x1 in [-1, 1]
+    ], name="generator")
+
+
+def make_discriminator():
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(32, 3, strides=2, padding="same"),
+        layers.LeakyReLU(SLOPE),
+        layers.Dropout(0.25),                                   # 14x14x32
+        layers.Conv2D(64, 3, strides=2, padding="same"),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(SLOPE),
+        layers.Dropout(0.25),                                   # 7x7x64
+        layers.Conv2D(128, 3, strides=2, padding="same"),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(SLOPE),
+        layers.Dropout(0.25),                                   # 4x4x128
+        layers.Conv2D(256, 3, strides=1, padding="same"),
+        layers.BatchNormalization(),
+        layers.LeakyReLU(SLOPE),
+        layers.Dropout(0.25),                                   # 4x4x256
+        layers.Flatten(),
+        layers.Dense(1),                                        # one logit: "real"
+    ], name="discriminator")
+
+
+def sample_noise(count, latent_dim):
+    return tf.random.normal([count, latent_dim])
+
+
+# --- Training -----------------------------------------------------------------------------
+
+
+@tf.function(reduce_retracing=True)
+def train_step(real, generator, discriminator, generator_optimizer, discriminator_optimizer):
+    # The batch size comes from the data, so the last, smaller batch of an epoch works too.
+    batch_size = tf.shape(real)[0]
+    latent_dim = generator.input_shape[-1]
+
+    # Update D: score real images as real and generated ones as fake.
+    noise = sample_noise(batch_size, latent_dim)
+    with tf.GradientTape() as tape:
+        fake = generator(noise, training=True)
+        real_logits = discriminator(real, training=True)
+        fake_logits = discriminator(fake, training=True)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+    gradients = tape.gradient(d_loss, discriminator.trainable_variables)
+    discriminator_optimizer.apply_gradients(zip(gradients, discriminator.trainable_variables))
+
+    # Update G: make the just-updated D score fresh generated images as real.
+    noise = sample_noise(batch_size, latent_dim)
+    with tf.GradientTape() as tape:
+        g_loss = generator_loss(discriminator(generator(noise, training=True), training=True))
+    gradients = tape.gradient(g_loss, generator.trainable_variables)
+    generator_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
+
+    return tf.stack([d_loss, g_loss, mean_probability(real_logits), mean_probability(fake_logits)])
+
+
+def main(argv=None):
+    args, explicit = parse_args(build_parser(), argv)
+    out_dir = Path(args.out_dir)
+    try:
+        resuming = prepare_out_dir(out_dir, args.resume, args.overwrite)
+        if resuming:
+            args = merge_resumed_args(args, explicit, load_args(out_dir))
+        images, source = read_train_images(args.data_dir)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"{len(images)} training images from {source}")
+    if args.overwrite:
+        clear_run(out_dir)
+
+    keras.utils.set_random_seed(args.seed)
+    dataset = load_dataset(images, args.batch_size, args.seed)
+    generator = make_generator(args.latent_dim)
+    discriminator = make_discriminator()
+    generator_optimizer = make_adam(args.lr)
+    discriminator_optimizer = make_adam(args.lr)
+    # Build the optimizers' slots now, so a checkpoint can restore into them.
+    generator_optimizer.build(generator.trainable_variables)
+    discriminator_optimizer.build(discriminator.trainable_variables)
+
+    # Everything --resume needs: weights, optimizer state, finished epochs, the fixed noise
+    # behind the sample grids (so the GIF shows the same 64 faces of the model throughout).
+    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    fixed_noise = tf.Variable(sample_noise(SAMPLE_COUNT, args.latent_dim), trainable=False)
+    checkpoint = tf.train.Checkpoint(
+        generator=generator, discriminator=discriminator,
+        generator_optimizer=generator_optimizer, discriminator_optimizer=discriminator_optimizer,
+        epochs_done=epochs_done, fixed_noise=fixed_noise)
+    manager = tf.train.CheckpointManager(checkpoint, out_dir / "checkpoints", max_to_keep=3)
+    if resuming and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        for optimizer in (generator_optimizer, discriminator_optimizer):
+            optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
+        print(f"resuming {out_dir} after epoch {int(epochs_done)}")
+    history = read_history(out_dir, int(epochs_done))
+    save_args(out_dir, args)
+
+    steps = steps_per_epoch(len(images), args.batch_size)
+    steps_taken = 0
+    with StopOnInterrupt() as interrupt:
+        for epoch in range(int(epochs_done) + 1, args.epochs + 1):
+            log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations) + 1)
+            for real in dataset:
+                metrics = train_step(real, generator, discriminator,
+                                     generator_optimizer, discriminator_optimizer)
+                steps_taken += 1
+                try:
+                    log.add(metrics, int(real.shape[0]))
+                    if interrupt.requested or steps_taken == args.max_steps:
+                        log.flush()
+                except FloatingPointError as error:
+                    raise SystemExit(
+                        f"error: {error}. Kept the last good checkpoint "
+                        f"({manager.latest_checkpoint or 'none yet'}); continue from it with "
+                        f"--resume, perhaps with a lower --lr") from None
+                if interrupt.requested or steps_taken == args.max_steps:
+                    break
+            if interrupt.requested:
+                # Mid-epoch: epochs_done still counts finished epochs, so --resume runs
+                # this epoch again from these weights.
+                path = manager.save(checkpoint_number=int(generator_optimizer.iterations))
+                print(f"saved {path}; continue with --resume --out-dir {out_dir}")
+                raise SystemExit(130)
+
+            # Close the epoch. The checkpoint comes last, so it always describes an epoch
+            # whose outputs are all on disk; a kill before it just repeats the epoch.
+            history.append(log.summary())
+            stopping = epoch == args.epochs or steps_taken == args.max_steps
+            if epoch % args.sample_every == 0 or stopping:
+                save_image_grid(generator(fixed_noise, training=False), sample_path(out_dir, epoch))
+                write_gif(sample_paths(out_dir, epoch), out_dir / "progress.gif")
+            write_history(out_dir, history)
+            plot_losses(history, out_dir / "losses.png")
+            plot_d_probs(history, out_dir / "d_probs.png")
+            atomic_write(out_dir / "generator.keras", generator.save)
+            epochs_done.assign(epoch)
+            manager.save(checkpoint_number=int(generator_optimizer.iterations))
+            if steps_taken == args.max_steps:
+                print(f"stopped after --max-steps {args.max_steps}")
+                break
+    print(f"done: {out_dir}")
+
+
+if __name__ == "__main__":
+    main()
