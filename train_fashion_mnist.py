@@ -241,21 +241,20 @@ def main(argv=None):
     with StopOnInterrupt() as interrupt:
         for epoch in range(int(epochs_done) + 1, args.epochs + 1):
             log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations) + 1)
-            for real in dataset:
-                metrics = train_step(real, generator, discriminator,
-                                     generator_optimizer, discriminator_optimizer)
-                steps_taken += 1
-                try:
+            try:
+                for real in dataset:
+                    metrics = train_step(real, generator, discriminator,
+                                         generator_optimizer, discriminator_optimizer)
+                    steps_taken += 1
                     log.add(metrics, int(real.shape[0]))
                     if interrupt.requested or steps_taken == args.max_steps:
-                        log.flush()
-                except FloatingPointError as error:
-                    raise SystemExit(
-                        f"error: {error}. Kept the last good checkpoint "
-                        f"({manager.latest_checkpoint or 'none yet'}); continue from it with "
-                        f"--resume, perhaps with a lower --lr") from None
-                if interrupt.requested or steps_taken == args.max_steps:
-                    break
+                        break
+                log.flush()  # Raises at a non-finite loss before anything is saved.
+            except FloatingPointError as error:
+                raise SystemExit(
+                    f"error: {error}. Kept the last good checkpoint "
+                    f"({manager.latest_checkpoint or 'none yet'}); continue from it with "
+                    f"--resume, perhaps with a lower --lr") from None
             if interrupt.requested:
                 # Mid-epoch: epochs_done still counts finished epochs, so --resume runs
                 # this epoch again from these weights.

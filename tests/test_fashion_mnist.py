@@ -157,17 +157,27 @@ def test_overwrite_starts_over_and_keeps_other_files(tmp_path, tiny_data):
     assert (out / "my_notes.txt").read_text() == "mine"
 
 
+def let_ctrl_c_through():
+    """Run in the child before exec: a CI runner may start us with SIGINT blocked or
+    ignored, and a child inherits both; a user's terminal never does that."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, tiny_data):
     out = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, str(ROOT / SCRIPT), "--data-dir", str(tiny_data), "--out-dir",
-         str(out), "--epochs", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=ENV)
-    for line in process.stdout:  # Wait until an epoch has closed, so the run is under way.
-        if line.startswith("epoch 1/1000 |"):
-            break
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+         str(out), "--epochs", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=ENV, preexec_fn=let_ctrl_c_through)
+    try:
+        for line in process.stdout:  # Wait until an epoch has closed: the run is under way.
+            if line.startswith("epoch  1/30 |"):
+                break
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
     assert process.returncode == 130, stderr
     assert "saved" in stdout and "--resume" in stdout
     saved_steps = optimizer_steps(out)
@@ -258,10 +268,18 @@ def error_line(result):
     return result.stderr.strip().splitlines()[-1]
 
 
-@pytest.fixture
-def earlier_run(tmp_path, tiny_data):
-    out = tmp_path / "earlier"
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory, tiny_data):
+    out = tmp_path_factory.mktemp("earlier") / "run"
     train(tiny_data, out, "--epochs", "1", "--max-steps", "1")
+    return out
+
+
+@pytest.fixture
+def earlier_run(tmp_path, one_step_run):
+    """A fresh copy of a finished one-step run, and a snapshot of its files."""
+    out = tmp_path / "earlier"
+    shutil.copytree(one_step_run, out)
     return out, snapshot(out)
 
 
