@@ -45,7 +45,12 @@ def atomic_write(path, write):
 
 # --- Command line -------------------------------------------------------------------------
 
-_UNSET = object()
+class _Unset(list):
+    """A 'not typed' marker. A list, because argparse appends to a repeatable flag's
+    value; it copies the marker first, so a typed repeatable flag is not the marker."""
+
+
+_UNSET = _Unset()
 
 
 def parse_args(parser, argv=None):

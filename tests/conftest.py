@@ -49,3 +49,83 @@ def tiny_data(tmp_path_factory, sample_images):
     folder = tmp_path_factory.mktemp("tiny_fashion")
     write_idx_images(folder / "train-images-idx3-ubyte.gz", sample_images[:200])
     return folder
+
+
+# --- Image folders for the 64x64 scripts --------------------------------------------------
+
+
+def shape_image(rng, width=64, height=64):
+    """A bright disk or square of a primary color on black: simple, varied, structured."""
+    image = np.zeros((height, width, 3), np.uint8)
+    color = np.array([(255, 40, 40), (40, 255, 40), (40, 40, 255), (255, 255, 40)][
+        rng.integers(4)], np.uint8)
+    size = rng.integers(min(width, height) // 3, min(width, height) // 2 + 1)
+    top, left = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
+    if rng.random() < 0.5:
+        image[top:top + size, left:left + size] = color
+    else:
+        rows, columns = np.ogrid[:height, :width]
+        radius = size / 2
+        inside = (rows - top - radius) ** 2 + (columns - left - radius) ** 2 <= radius ** 2
+        image[inside] = color
+    return image
+
+
+def make_messy_folder(root, good_per_artist=10):
+    """A folder laid out like the real sets, with every kind of file users meet.
+
+    root/Rembrandt/ holds jpg, png, grayscale, RGBA, palette gif, bmp, webp, non-square
+    and 1x1 images, plus a corrupt jpg, a zero-byte png, a truncated jpg and a .txt;
+    root/Pablo_Picasso/nested/deeper/ holds pngs two folders down. Returns
+    (good image count, the names of the three broken image files).
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rembrandt = Path(root) / "Rembrandt"
+    picasso = Path(root) / "Pablo_Picasso" / "nested" / "deeper"
+    rembrandt.mkdir(parents=True)
+    picasso.mkdir(parents=True)
+    formats = [("a.jpg", "RGB"), ("b.png", "RGB"), ("c_gray.jpg", "L"), ("d_rgba.png", "RGBA"),
+               ("e_palette.gif", "P"), ("f.bmp", "RGB"), ("g.webp", "RGB"),
+               ("h_wide.jpeg", "RGB"), ("i_tall.PNG", "RGB")]
+    count = 0
+    for index in range(good_per_artist):
+        name, mode = formats[index % len(formats)]
+        width, height = (96, 48) if "wide" in name else (40, 90) if "tall" in name else (80, 80)
+        image = Image.fromarray(shape_image(rng, width, height))
+        if mode == "RGBA":
+            image.putalpha(Image.fromarray(rng.integers(0, 256, (height, width), np.uint8)))
+        elif mode != "RGB":
+            image = image.convert(mode)
+        image.save(rembrandt / f"{index:02d}_{name}")
+        Image.fromarray(shape_image(rng)).save(picasso / f"{index:02d}.png")
+        count += 2
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(rembrandt / "tiny_1x1.png")
+    count += 1
+    (rembrandt / "corrupt.jpg").write_bytes(rng.integers(0, 256, 2000, np.uint8).tobytes())
+    (rembrandt / "empty.png").write_bytes(b"")
+    whole = rembrandt / "00_a.jpg"
+    (rembrandt / "truncated.jpg").write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    (rembrandt / "notes.txt").write_text("not an image")
+    return count, ("corrupt.jpg", "empty.png", "truncated.jpg")
+
+
+@pytest.fixture(scope="session")
+def messy_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    good, broken = make_messy_folder(root)
+    return root, good, broken
+
+
+@pytest.fixture(scope="session")
+def shapes_folder(tmp_path_factory):
+    """512 64x64 shape images: data a DCGAN learns visibly within a few dozen steps."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(1)
+    pixels = np.stack([shape_image(rng) for _ in range(512)])
+    for index, image in enumerate(pixels):
+        Image.fromarray(image).save(root / f"{index:03d}.png")
+    return root, pixels

@@ -1,0 +1,193 @@
+"""Image folders, decoded once: what the three 64x64 scripts share for their data.
+
+A dataset here is a folder of image files as it ships (CelebA's img_align_celeba/, AFHQ's
+train/cat/..., one folder per artist). `find_images` lists it, `decode_images` turns every
+file into a small uint8 RGB square exactly once, skipping the files that are not images,
+and, given a cache folder, keeps the result on disk so later runs skip decoding too. The
+training scripts then feed batches from that uint8 array: no epoch decodes a JPEG again,
+and no float32 copy of the whole set ever exists.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+MAX_PIXELS = 100_000_000  # Refuse a file that claims more pixels than this: a decompression bomb.
+CACHE_VERSION = 1  # Bump when decoding changes, so older caches are not reused.
+
+
+def find_images(folder):
+    """Every image file under `folder`, searched recursively, sorted by path.
+
+    Symlinked folders are not followed (no loops); other files are ignored.
+    """
+    found = []
+    for root, folders, files in os.walk(folder):
+        folders.sort()
+        for name in files:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                found.append(Path(root) / name)
+    return sorted(found)
+
+
+def decode_image(path, size, crop=1.0):
+    """One image file as uint8 RGB pixels (size, size, 3).
+
+    The picture is cut to a centered square whose side is `crop` times its shorter side,
+    then shrunk to size x size with an antialiasing (Lanczos) filter. Grayscale, palette,
+    CMYK and 16-bit images become RGB; transparent pixels are laid on white; a GIF gives
+    its first frame. Raises OSError or ValueError for anything that is not a readable image.
+    """
+    with Image.open(path) as image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"{width}x{height} pixels is more than this loader accepts "
+                             f"({MAX_PIXELS:,})")
+        side = max(1, round(min(width, height) * crop))
+        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+        # A JPEG can be decoded at 1/2, 1/4 or 1/8 scale directly, far faster than in full:
+        # a 512x512 AFHQ photo headed for 64x64 decodes 8x smaller. Pillow keeps at least
+        # the requested size, so the final resize still has pixels to antialias from.
+        if image.format == "JPEG" and side >= 2 * size:
+            image.draft("RGB", (width * 2 * size // side, height * 2 * size // side))
+            factor = image.width / width
+            box = tuple(value * factor for value in box)
+        picture = _to_rgb(image).resize((size, size), Image.Resampling.LANCZOS, box=box)
+        return np.asarray(picture, dtype=np.uint8)
+
+
+def _to_rgb(image):
+    """RGB for every mode Pillow opens: alpha is composited on white, not dropped."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: scale to 8 bits first; a plain convert would clip to white.
+        pixels = np.asarray(image, dtype=np.float64)
+        high = max(float(pixels.max()), 1.0)
+        image = Image.fromarray((pixels / (65535.0 if high > 255 else 255.0) * 255).clip(0, 255)
+                                .astype(np.uint8))
+    return image.convert("RGB")
+
+
+def decode_images(paths, size, crop=1.0, workers=None, out=None):
+    """Decode every file in `paths` once, in parallel threads (Pillow decodes outside the GIL).
+
+    Returns (pixels, skipped): pixels is a uint8 array (good files, size, size, 3), in the
+    order of `paths`; skipped lists (path, reason) for files that could not be read. When
+    `out` is given it is a writable array of len(paths) rows to decode into (a memory map on
+    disk for sets that do not fit in memory), and pixels is a view of its first rows.
+    """
+    paths = list(paths)
+    pixels = np.empty((len(paths), size, size, 3), np.uint8) if out is None else out
+    workers = workers or min(32, (os.cpu_count() or 1) + 2)
+
+    def decode(item):
+        index, path = item
+        try:
+            pixels[index] = decode_image(path, size, crop)
+            return None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            return path, _reason(error)
+
+    with ThreadPoolExecutor(workers) as pool:
+        failures = [result for result in pool.map(decode, enumerate(paths), chunksize=64)
+                    if result is not None]
+    # Close the gaps the skipped files left, keeping the order of the good ones.
+    failed = {path for path, _ in failures}
+    good = 0
+    for index, path in enumerate(paths):
+        if path not in failed:
+            if good != index:
+                pixels[good] = pixels[index]
+            good += 1
+    return pixels[:good], failures
+
+
+def _reason(error):
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:120]
+
+
+# --- The on-disk cache (--cache-dir) ------------------------------------------------------
+
+
+def cache_key(paths, size, crop, root):
+    """A name for one decoded set: changes when any file is added, removed, or modified,
+    or when the decoding settings change."""
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, size, crop]).encode())
+    for path in paths:
+        status = os.stat(path)
+        digest.update(f"{os.path.relpath(path, root)}\0{status.st_size}\0"
+                      f"{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def load_images(paths, size, crop=1.0, cache_dir=None, root=None, name="images"):
+    """Decoded pixels for `paths`, and the skipped files, decoding only what is not cached.
+
+    Without `cache_dir` the pixels live in memory. With it, they are decoded once into
+    `cache_dir/<name>-<key>/pixels.u8` and read back as a memory map in later runs, so a
+    set larger than memory (all of CelebA is 2.5 GB at 64x64) trains from disk.
+    Returns (pixels, skipped, where) with `where` saying how the pixels were obtained.
+    """
+    paths = list(paths)
+    if cache_dir is None:
+        pixels, skipped = decode_images(paths, size, crop)
+        return pixels, skipped, "decoded"
+    folder = Path(cache_dir) / f"{name}-{cache_key(paths, size, crop, root or '/')}"
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            pixels = np.memmap(folder / "pixels.u8", np.uint8, mode="r",
+                               shape=(meta["count"], size, size, 3))
+            return pixels, [tuple(item) for item in meta["skipped"]], f"cached in {folder}"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # A damaged cache is rebuilt below.
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        building = Path(cache_dir) / f".{folder.name}.building-{os.getpid()}"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+    except OSError as error:
+        raise ValueError(f"cannot write to --cache-dir {cache_dir} ({error.strerror}); "
+                         f"choose a writable --cache-dir or leave it out") from None
+    try:
+        target = np.memmap(building / "pixels.u8", np.uint8, mode="w+",
+                           shape=(max(len(paths), 1), size, size, 3))
+        pixels, skipped = decode_images(paths, size, crop, out=target)
+        count = len(pixels)
+        target.flush()
+        del pixels, target
+        os.truncate(building / "pixels.u8", count * size * size * 3)
+        meta = {"count": count, "size": size, "crop": crop,
+                "skipped": [[str(path), reason] for path, reason in skipped]}
+        (building / "meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(building, folder)  # The finished cache appears in one step.
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    if count == 0:
+        return np.empty((0, size, size, 3), np.uint8), skipped, "decoded"
+    pixels = np.memmap(folder / "pixels.u8", np.uint8, mode="r", shape=(count, size, size, 3))
+    return pixels, skipped, f"decoded into {folder}"
+
+
+def describe_skipped(skipped, total, shown=3):
+    """One line for the files that could not be read, naming the first few."""
+    if not skipped:
+        return None
+    examples = "; ".join(f"{path} ({reason})" for path, reason in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return (f"skipped {len(skipped)} of {total} files that are not readable images: "
+            f"{examples}{more}")

@@ -1,0 +1,355 @@
+"""The three 64x64 scripts (faces, animals, artworks) as users run them, on folders the
+tests build: every kind of file, decode-once, resume, learning, bad input."""
+
+import importlib
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import common.images
+from common.metrics import pixel_fid
+from conftest import ENV, ROOT, run_script
+
+SCRIPTS = ("train_faces.py", "train_animals.py", "train_artworks.py")
+LATENT = {"train_faces.py": 100, "train_animals.py": 100, "train_artworks.py": 128}
+BATCH = 8
+
+
+def module(script):
+    return importlib.import_module(script[:-3])
+
+
+def train(script, data, out, *flags, check=True):
+    return run_script(script, "--data-dir", data, "--out-dir", out, "--batch-size", BATCH,
+                      *flags, check=check)
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def optimizer_steps(out):
+    latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    names = [name for name, _ in tf.train.list_variables(latest)
+             if name.startswith("generator_optimizer/") and "iteration" in name]
+    return int(tf.train.load_variable(latest, names[0]))
+
+
+def expected_images(script, messy_folder):
+    """Good images the script should find: artworks trains on Rembrandt/ alone."""
+    _, good, _ = messy_folder
+    return (good + 1) // 2 if script == "train_artworks.py" else good
+
+
+# --- Models --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_models_map_noise_to_64px_images_in_range(script):
+    latent = LATENT[script]
+    generator, discriminator = module(script).make_generator(latent), \
+        module(script).make_discriminator()
+    assert generator.output_shape == (None, 64, 64, 3)
+    assert discriminator.output_shape == (None, 1)
+    images = generator(tf.random.normal([4, latent]) * 10, training=False).numpy()
+    assert images.shape == (4, 64, 64, 3) and images.min() >= -1 and images.max() <= 1
+    assert discriminator(images).shape == (4, 1)
+    slopes = {round(float(layer.negative_slope), 3) for model in (generator, discriminator)
+              for layer in model.layers if layer.__class__.__name__ == "LeakyReLU"}
+    assert slopes == {0.2}
+
+
+def test_artworks_generator_uses_relu_and_discriminator_dropout():
+    artworks = module("train_artworks.py")
+    generator, discriminator = artworks.make_generator(128), artworks.make_discriminator()
+    kinds = lambda model: {layer.__class__.__name__ for layer in model.layers}  # noqa: E731
+    assert "ReLU" in kinds(generator) and "LeakyReLU" not in kinds(generator)
+    assert "Dropout" in kinds(discriminator)
+
+
+# --- A run on a messy folder, as a user makes one ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, messy_folder):
+    """Each script's two-epoch run on the messy folder (made once, shared by tests)."""
+    root, _, _ = messy_folder
+    made = {}
+
+    def get(script):
+        if script not in made:
+            out = tmp_path_factory.mktemp("run") / script[:-3]
+            made[script] = (out, train(script, root, out, "--epochs", "2"))
+        return made[script]
+    return get
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_run_on_a_messy_folder_writes_every_output(script, runs, messy_folder):
+    out, result = runs(script)
+    count = expected_images(script, messy_folder)
+    assert f"{count} training images from " in result.stdout
+    # The three broken files are skipped, counted and named; the .txt is not an image.
+    skipped = next(line for line in result.stdout.splitlines() if line.startswith("skipped"))
+    assert skipped.startswith(f"skipped 3 of {count + 3} files that are not readable images")
+    for name in messy_folder[2]:
+        assert name in skipped
+    assert "notes.txt" not in result.stdout
+    for name in ("args.json", "history.csv", "generator.keras", "progress.gif", "losses.png",
+                 "d_probs.png", "checkpoints/checkpoint", "samples/epoch_0001.png",
+                 "samples/epoch_0002.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert iio.imread(out / "samples" / "epoch_0002.png").shape == (8 * 66 + 2, 8 * 66 + 2, 3)
+    assert iio.imread(out / "progress.gif", index=None).shape[0] == 2
+    assert len((out / "history.csv").read_text().splitlines()) == 1 + 2
+    steps = -(-count // BATCH)  # The last batch of each epoch is a partial one.
+    assert count % BATCH != 0 and optimizer_steps(out) == 2 * steps
+    assert "epoch 2/2 | d_loss " in result.stdout and " img/s | " in result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_generator_loads_in_a_fresh_process(script, runs):
+    out, _ = runs(script)
+    code = (
+        "import keras, numpy as np\n"
+        f"g = keras.saving.load_model({str(out / 'generator.keras')!r})\n"
+        f"z = np.random.default_rng(0).uniform(-1, 1, size=(3, {LATENT[script]}))\n"
+        "x = np.asarray(g(z.astype('float32')))\n"
+        "print(x.shape, float(x.min()), float(x.max()))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=ENV, check=True)
+    shape, low, high = result.stdout.strip().rsplit(" ", 2)
+    assert shape == "(3, 64, 64, 3)" and -1 <= float(low) < float(high) <= 1
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_matches_an_uninterrupted_run(script, runs, tmp_path, messy_folder):
+    straight, _ = runs(script)
+    out = tmp_path / "resumed"
+    train(script, messy_folder[0], out, "--epochs", "1")
+    result = train(script, messy_folder[0], out, "--resume", "--epochs", "2")
+    assert "after epoch 1" in result.stdout
+    for run in (straight, out):
+        assert len((run / "history.csv").read_text().splitlines()) == 1 + 2
+        assert iio.imread(run / "progress.gif", index=None).shape[0] == 2
+    assert optimizer_steps(out) == optimizer_steps(straight)
+    noise = [tf.train.load_variable(tf.train.latest_checkpoint(str(run / "checkpoints")),
+                                    "fixed_noise/.ATTRIBUTES/VARIABLE_VALUE")
+             for run in (straight, out)]
+    np.testing.assert_array_equal(*noise)
+    if script == "train_faces.py":  # Seed 003 draws uniform noise, also for the samples.
+        assert noise[0].min() >= -1 and noise[0].max() <= 1
+
+
+# --- Decode once ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def count_decodes(monkeypatch):
+    calls = []
+    original = common.images.decode_image
+
+    def counting(path, *args, **kwargs):
+        calls.append(path)
+        return original(path, *args, **kwargs)
+    monkeypatch.setattr(common.images, "decode_image", counting)
+    return calls
+
+
+def read(script, folder, cache_dir=None):
+    if script == "train_artworks.py":
+        return module(script).read_images(folder, ["Rembrandt", "pablo picasso"], cache_dir)
+    return module(script).read_images(folder, cache_dir)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_file_is_decoded_once_and_epochs_decode_nothing(script, messy_folder,
+                                                              count_decodes):
+    root, good, broken = messy_folder
+    pixels, skipped, _ = read(script, root)
+    assert pixels.dtype == np.uint8 and pixels.shape == (good, 64, 64, 3)
+    assert len(count_decodes) == good + len(broken)  # Every image file, once.
+    assert sorted(path.name for path, _ in skipped) == sorted(broken)
+    dataset = module(script).load_dataset(pixels, 4, seed=0, flip=True)
+    for _ in range(2):  # Two epochs.
+        seen = sum(int(batch.shape[0]) for batch in dataset)
+        assert seen == good
+    assert len(count_decodes) == good + len(broken)  # The epochs decoded nothing.
+
+
+def test_cache_dir_decodes_once_across_runs(tmp_path, messy_folder, count_decodes):
+    root, good, broken = messy_folder
+    cache = tmp_path / "cache"
+    first, skipped, where = read("train_animals.py", root, cache)
+    assert where.endswith(")") and "decoded into" in where
+    assert len(count_decodes) == good + len(broken)
+    second, skipped_again, where = read("train_animals.py", root, cache)
+    assert "cached in" in where and len(count_decodes) == good + len(broken)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(second))
+    assert isinstance(second, np.memmap) and skipped_again == [(str(p), r) for p, r in skipped]
+    # A changed folder is decoded again, not served stale.
+    other = tmp_path / "copy"
+    shutil.copytree(root, other)
+    (other / "Rembrandt" / "99_new.png").write_bytes((root / "Rembrandt" / "01_b.png").read_bytes())
+    third, _, where = read("train_animals.py", other, cache)
+    assert "decoded into" in where and len(third) == good + 1
+
+
+def test_cache_dir_in_a_script_run(tmp_path, messy_folder):
+    root = messy_folder[0]
+    cache = tmp_path / "cache"
+    first = train("train_animals.py", root, tmp_path / "a", "--max-steps", "1",
+                  "--cache-dir", cache)
+    second = train("train_animals.py", root, tmp_path / "b", "--max-steps", "1",
+                   "--cache-dir", cache)
+    assert "decoded into" in first.stdout and "cached in" in second.stdout
+    assert "skipped 3 of" in second.stdout  # The cache remembers what it skipped.
+
+
+def test_flip_mirrors_some_images_and_only_when_asked():
+    animals = module("train_animals.py")
+    image = np.zeros((1, 64, 64, 3), np.uint8)
+    image[:, :, :8] = 255  # A white stripe on the left edge only.
+    pixels = np.repeat(image, 64, axis=0)
+    flipped = next(iter(animals.load_dataset(pixels, 64, seed=0, flip=True))).numpy()
+    left = flipped[:, :, :8].mean(axis=(1, 2, 3)) > 0
+    assert 10 < left.sum() < 54  # About half mirrored, at random.
+    plain = next(iter(animals.load_dataset(pixels, 64, seed=0, flip=False))).numpy()
+    assert (plain[:, :, :8] == 1).all() and plain.min() == -1
+
+
+@pytest.mark.parametrize("script, flip", [("train_faces.py", False), ("train_animals.py", False),
+                                          ("train_artworks.py", True)])
+def test_flip_defaults(script, flip):
+    assert module(script).build_parser().parse_args([]).flip is flip
+    assert module(script).build_parser().parse_args(["--no-flip"]).flip is False
+
+
+# --- Artists -------------------------------------------------------------------------------
+
+
+def test_artist_names_are_forgiving_and_repeatable(tmp_path, messy_folder):
+    artworks = module("train_artworks.py")
+    root, good, _ = messy_folder
+    pixels, _, source = artworks.read_images(root, ["PABLO PICASSO"])
+    assert len(pixels) == good // 2 and "Pablo_Picasso" in source
+    pixels, _, source = artworks.read_images(root, ["rembrandt", "pablo-picasso"])
+    assert len(pixels) == good and "Rembrandt + Pablo_Picasso" in source
+    # Kaggle's zip unpacks to images/images/<artist>/: the outer folder works too.
+    shutil.copytree(root, tmp_path / "images" / "images")
+    assert len(artworks.read_images(tmp_path / "images", ["Rembrandt"])[0]) == len(
+        artworks.read_images(root, ["Rembrandt"])[0])
+    assert artworks.artist_key("Albrecht_Du\u0308rer") == artworks.artist_key("albrecht durer")
+
+
+# --- Learning ------------------------------------------------------------------------------
+
+LEARNING_STEPS, LEARNING_BATCH = 40, 32
+
+
+def train_and_score(root, script, data, out, real):
+    result = subprocess.run(
+        [sys.executable, str(root / script), "--data-dir", str(data), "--out-dir", str(out),
+         "--max-steps", str(LEARNING_STEPS), "--batch-size", str(LEARNING_BATCH)],
+        capture_output=True, text=True, env=ENV, cwd=root)
+    assert result.returncode == 0, result.stderr
+    generator = tf.keras.models.load_model(str(out / "generator.keras"))
+    noise = np.random.default_rng(1).normal(size=(500, LATENT[script])).astype(np.float32)
+    return pixel_fid(real, generator.predict(noise, verbose=0))
+
+
+@pytest.fixture(scope="module")
+def shapes_and_untrained_score(shapes_folder):
+    _, pixels = shapes_folder
+    real = pixels.astype(np.float32) / 127.5 - 1
+    tf.keras.utils.set_random_seed(0)  # The script's own seed: the same starting weights.
+    generator = module("train_animals.py").make_generator(100)
+    noise = np.random.default_rng(1).normal(size=(500, 100)).astype(np.float32)
+    return real, pixel_fid(real, generator.predict(noise, verbose=0))
+
+
+def test_64px_training_moves_samples_toward_the_data(tmp_path, shapes_folder,
+                                                     shapes_and_untrained_score):
+    real, untrained = shapes_and_untrained_score
+    trained = train_and_score(ROOT, "train_animals.py", shapes_folder[0], tmp_path / "run", real)
+    assert trained < 0.7 * untrained, (trained, untrained)
+
+
+def test_64px_learning_test_fails_when_the_generator_loss_sign_is_flipped(
+        tmp_path, shapes_folder, shapes_and_untrained_score):
+    real, untrained = shapes_and_untrained_score
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(ROOT / "train_animals.py", broken / "train_animals.py")
+    shutil.copytree(ROOT / "common", broken / "common")
+    losses = broken / "common" / "losses.py"
+    text = losses.read_text()
+    assert text.count("    return _bce(fake_logits, 1.0)") == 1
+    losses.write_text(text.replace("    return _bce(fake_logits, 1.0)",
+                                   "    return -_bce(fake_logits, 1.0)"))
+    flipped = train_and_score(broken, "train_animals.py", shapes_folder[0], tmp_path / "run",
+                              real)
+    assert not flipped < 0.7 * untrained, (flipped, untrained)
+
+
+# --- Bad input: one line naming the path and the fix; nothing of a run lost ----------------
+
+
+def error_line(result):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def earlier_run(tmp_path, runs):
+    def get(script):
+        out = tmp_path / "earlier"
+        shutil.copytree(runs(script)[0], out)
+        return out, snapshot(out)
+    return get
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_missing_folder(script, tmp_path, earlier_run):
+    out, before = earlier_run(script)
+    line = error_line(train(script, tmp_path / "nowhere", out, "--resume", check=False))
+    assert line.startswith(f"error: --data-dir {tmp_path / 'nowhere'} does not exist; download")
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_folder_without_a_readable_image(script, tmp_path, earlier_run):
+    out, before = earlier_run(script)
+    folder = tmp_path / "junk"
+    (folder / "Rembrandt").mkdir(parents=True)
+    (folder / "Rembrandt" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (folder / "Rembrandt" / "readme.txt").write_text("hello")
+    line = error_line(train(script, folder, out, "--resume", check=False))
+    assert line.startswith("error: ") and "has no readable images (1 files" in line
+    assert str(folder) in line
+    assert snapshot(out) == before
+
+
+def test_unknown_artist_lists_the_artists_found(tmp_path, messy_folder, earlier_run):
+    out, before = earlier_run("train_artworks.py")
+    result = train("train_artworks.py", messy_folder[0], out, "--resume", "--artist", "Monet",
+                   check=False)
+    line = error_line(result)
+    assert line == (f"error: --artist 'Monet' is not a folder in {messy_folder[0]}; "
+                    f"choose from: Pablo_Picasso, Rembrandt")
+    assert snapshot(out) == before
+
+
+def test_folder_without_artist_folders(tmp_path):
+    (tmp_path / "flat").mkdir()
+    line = error_line(train("train_artworks.py", tmp_path / "flat", tmp_path / "out",
+                            check=False))
+    assert "has no artist folders" in line and not (tmp_path / "out" / "args.json").exists()
+

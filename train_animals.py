@@ -1,0 +1,257 @@
+"""Train a DCGAN on AFHQ animal faces (cats, dogs, wild animals) at 64x64, seed 000's setup.
+
+Usage:
+    python train_animals.py --data-dir data/afhq/train --epochs 150
+    python train_animals.py --data-dir data/afhq/train --resume   # continue the same run
+    python train_animals.py --help                                # every flag and its default
+
+From a notebook cell: `main(["--data-dir", "afhq/train", "--epochs", "5"])`.
+
+Data: AFHQ's train/ folder as it ships (cat/ dog/ wild/, 14,630 jpg of 512x512), searched
+recursively, so pointing at train/cat alone trains on cats only. Each image is decoded
+once to 64x64 (in memory, or under --cache-dir). Writes samples, progress.gif, plots,
+history.csv, generator.keras and checkpoints to --out-dir (default runs/animals).
+"""
+
+import argparse
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from common.images import IMAGE_EXTENSIONS, describe_skipped, find_images, load_images
+from common.losses import discriminator_loss, generator_loss, mean_probability
+from common.optimizers import make_adam
+from common.plotting import plot_d_probs, plot_losses, save_image_grid, write_gif
+from common.progress import EpochLog, steps_per_epoch
+from common.run import (StopOnInterrupt, add_common_arguments, atomic_write, clear_run,
+                        load_args, merge_resumed_args, parse_args, prepare_out_dir,
+                        read_history, sample_path, sample_paths, save_args, write_history)
+
+IMAGE_SIZE = 64
+SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
+SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper (Keras 3's default is 0.3).
+DOWNLOAD = "AFHQ from https://github.com/clovaai/stargan-v2 (afhq.zip; use its train/ folder)"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Train seed 000's DCGAN on AFHQ animal faces (64x64x3).")
+    add_common_arguments(parser, "animals", epochs=150, batch_size=128, lr=2e-4,
+                         latent_dim=100)
+    parser.set_defaults(data_dir="data/afhq/train")
+    parser.add_argument("--cache-dir", default=None,
+                        help="keep the decoded 64x64 images here and reuse them in later "
+                             "runs, read from disk (default: decode into memory each run)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False,
+                        help="flip each image left-right at random (default: %(default)s)")
+    return parser
+
+
+# --- Data ---------------------------------------------------------------------------------
+
+
+def read_images(data_dir, cache_dir=None):
+    """Every readable image under `data_dir` as uint8 (N, 64, 64, 3), decoded once."""
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise ValueError(f"--data-dir {folder} does not exist; download {DOWNLOAD} and "
+                         f"point --data-dir at it")
+    paths = find_images(folder)
+    # A centered square of the full shorter side: AFHQ is square already.
+    pixels, skipped, where = load_images(paths, IMAGE_SIZE, crop=1.0, cache_dir=cache_dir,
+                                         root=folder, name="animals")
+    if len(pixels) == 0:
+        raise ValueError(f"--data-dir {folder} has no readable images "
+                         f"({len(paths)} files with the extensions {' '.join(IMAGE_EXTENSIONS)}"
+                         f"); point it at the folder holding AFHQ's cat/ dog/ wild/")
+    return pixels, skipped, f"{folder} ({where})"
+
+
+def load_dataset(pixels, batch_size, seed, flip):
+    """Shuffled batches in [-1, 1] from the decoded uint8 pixels; nothing is decoded again.
+
+    The data set holds only indices: each batch gathers its rows from the uint8 array (or
+    its memory map on disk), so no float32 copy of the whole set exists.
+    """
+    def gather(indices):
+        return pixels[np.sort(indices)]  # Sorted reads are kinder to a memory map on disk.
+
+    def to_float(batch):
+        batch = tf.ensure_shape(batch, (None, IMAGE_SIZE, IMAGE_SIZE, 3))
+        batch = tf.cast(batch, tf.float32) / 127.5 - 1.0
+        return tf.image.random_flip_left_right(batch, seed=seed) if flip else batch
+
+    return (
+        tf.data.Dataset.range(len(pixels))
+        .shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)  # The last batch may be smaller; train_step handles it.
+        .map(lambda indices: tf.numpy_function(gather, [indices], tf.uint8),
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+# --- Models (seed 000: Dense + Conv2DTranspose, BatchNorm, LeakyReLU, tanh) ---------------
+
+
+def make_generator(latent_dim=100):
+    def up(filters):  # Doubles height and width.
+        return [layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False),
+                layers.BatchNormalization(momentum=0.9), layers.LeakyReLU(SLOPE)]
+
+    return keras.Sequential([
+        keras.Input((latent_dim,)),
+        layers.Dense(4 * 4 * 512, use_bias=False),
+        layers.BatchNormalization(momentum=0.9),
+        layers.LeakyReLU(SLOPE),
+        layers.Reshape((4, 4, 512)),                                    # 4x4x512
+        *up(256),                                                       # 8x8x256
+        *up(128),                                                       # 16x16x128
+        *up(64),                                                        # 32x32x64
+        layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh"),
+    ], name="generator")                                                # 64x64x3 in [-1, 1]
+
+
+def make_discriminator():
+    def down(filters, normalize=True):  # Halves height and width.
+        return [layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=not normalize),
+                *([layers.BatchNormalization(momentum=0.9)] if normalize else []), layers.LeakyReLU(SLOPE)]
+
+    return keras.Sequential([
+        keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+        *down(64, normalize=False),  # No BatchNorm on the input layer, as in DCGAN.  32x32x64
+        *down(128),                                                     # 16x16x128
+        *down(256),                                                     # 8x8x256
+        *down(512),                                                     # 4x4x512
+        layers.Flatten(),
+        layers.Dense(1),                                                # one logit: "real"
+    ], name="discriminator")
+
+
+def sample_noise(count, latent_dim):
+    return tf.random.normal([count, latent_dim])
+
+
+# --- Training -----------------------------------------------------------------------------
+
+
+@tf.function(reduce_retracing=True)
+def train_step(real, generator, discriminator, generator_optimizer, discriminator_optimizer):
+    # The batch size comes from the data, so the last, smaller batch of an epoch works too.
+    batch_size = tf.shape(real)[0]
+    latent_dim = generator.input_shape[-1]
+
+    # Update D: score real images as real and generated ones as fake.
+    noise = sample_noise(batch_size, latent_dim)
+    with tf.GradientTape() as tape:
+        fake = generator(noise, training=True)
+        real_logits = discriminator(real, training=True)
+        fake_logits = discriminator(fake, training=True)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+    gradients = tape.gradient(d_loss, discriminator.trainable_variables)
+    discriminator_optimizer.apply_gradients(zip(gradients, discriminator.trainable_variables))
+
+    # Update G: make the just-updated D score fresh generated images as real.
+    noise = sample_noise(batch_size, latent_dim)
+    with tf.GradientTape() as tape:
+        g_loss = generator_loss(discriminator(generator(noise, training=True), training=True))
+    gradients = tape.gradient(g_loss, generator.trainable_variables)
+    generator_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
+
+    return tf.stack([d_loss, g_loss, mean_probability(real_logits), mean_probability(fake_logits)])
+
+
+def main(argv=None):
+    args, explicit = parse_args(build_parser(), argv)
+    out_dir = Path(args.out_dir)
+    try:
+        resuming = prepare_out_dir(out_dir, args.resume, args.overwrite)
+        if resuming:
+            args = merge_resumed_args(args, explicit, load_args(out_dir))
+        images, skipped, source = read_images(args.data_dir, args.cache_dir)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"{len(images)} training images from {source}")
+    if skipped:
+        print(describe_skipped(skipped, len(images) + len(skipped)))
+    if args.overwrite:
+        clear_run(out_dir)
+
+    keras.utils.set_random_seed(args.seed)
+    dataset = load_dataset(images, args.batch_size, args.seed, args.flip)
+    generator = make_generator(args.latent_dim)
+    discriminator = make_discriminator()
+    generator_optimizer = make_adam(args.lr)
+    discriminator_optimizer = make_adam(args.lr)
+    # Build the optimizers' slots now, so a checkpoint can restore into them.
+    generator_optimizer.build(generator.trainable_variables)
+    discriminator_optimizer.build(discriminator.trainable_variables)
+
+    # Everything --resume needs: weights, optimizer state, finished epochs, the fixed noise
+    # behind the sample grids (so the GIF shows the same 64 animals throughout).
+    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    fixed_noise = tf.Variable(sample_noise(SAMPLE_COUNT, args.latent_dim), trainable=False)
+    checkpoint = tf.train.Checkpoint(
+        generator=generator, discriminator=discriminator,
+        generator_optimizer=generator_optimizer, discriminator_optimizer=discriminator_optimizer,
+        epochs_done=epochs_done, fixed_noise=fixed_noise)
+    manager = tf.train.CheckpointManager(checkpoint, out_dir / "checkpoints", max_to_keep=3)
+    if resuming and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        for optimizer in (generator_optimizer, discriminator_optimizer):
+            optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
+        print(f"resuming {out_dir} after epoch {int(epochs_done)}")
+    history = read_history(out_dir, int(epochs_done))
+    save_args(out_dir, args)
+
+    steps = steps_per_epoch(len(images), args.batch_size)
+    steps_taken = 0
+    with StopOnInterrupt() as interrupt:
+        for epoch in range(int(epochs_done) + 1, args.epochs + 1):
+            log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations) + 1)
+            try:
+                for real in dataset:
+                    metrics = train_step(real, generator, discriminator,
+                                         generator_optimizer, discriminator_optimizer)
+                    steps_taken += 1
+                    log.add(metrics, int(real.shape[0]))
+                    if interrupt.requested or steps_taken == args.max_steps:
+                        break
+                log.flush()  # Raises at a non-finite loss before anything is saved.
+            except FloatingPointError as error:
+                raise SystemExit(
+                    f"error: {error}. Kept the last good checkpoint "
+                    f"({manager.latest_checkpoint or 'none yet'}); continue from it with "
+                    f"--resume, perhaps with a lower --lr") from None
+            if interrupt.requested:
+                # Mid-epoch: epochs_done still counts finished epochs, so --resume runs
+                # this epoch again from these weights.
+                path = manager.save(checkpoint_number=int(generator_optimizer.iterations))
+                print(f"saved {path}; continue with --resume --out-dir {out_dir}")
+                raise SystemExit(130)
+
+            # Close the epoch. The checkpoint comes last, so it always describes an epoch
+            # whose outputs are all on disk; a kill before it just repeats the epoch.
+            history.append(log.summary())
+            stopping = epoch == args.epochs or steps_taken == args.max_steps
+            if epoch % args.sample_every == 0 or stopping:
+                save_image_grid(generator(fixed_noise, training=False), sample_path(out_dir, epoch))
+                write_gif(sample_paths(out_dir, epoch), out_dir / "progress.gif")
+            write_history(out_dir, history)
+            plot_losses(history, out_dir / "losses.png")
+            plot_d_probs(history, out_dir / "d_probs.png")
+            atomic_write(out_dir / "generator.keras", generator.save)
+            epochs_done.assign(epoch)
+            manager.save(checkpoint_number=int(generator_optimizer.iterations))
+            if steps_taken == args.max_steps:
+                print(f"stopped after --max-steps {args.max_steps}")
+                break
+    print(f"done: {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

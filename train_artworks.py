@@ -1,0 +1,302 @@
+"""Train a DCGAN on one artist's paintings (or several) at 64x64, seed 002's setup.
+
+Usage:
+    python train_artworks.py --data-dir data/best-artworks/images --artist Rembrandt
+    python train_artworks.py --data-dir data/best-artworks/images --artist Rembrandt \
+        --artist Pablo_Picasso --out-dir runs/two_artists
+    python train_artworks.py --data-dir data/best-artworks/images --resume  # continue
+    python train_artworks.py --help                                        # every flag
+
+From a notebook cell: `main(["--data-dir", "images", "--artist", "Rembrandt"])`.
+
+Data: the "Best Artworks of All Time" images/ folder as it ships, one folder per artist
+(Rembrandt/, Pablo_Picasso/, ...). Each painting is cut to its central square and decoded
+once to 64x64; random left-right flips stretch the few hundred paintings of one artist.
+Writes samples, progress.gif, plots, history.csv, generator.keras and checkpoints to
+--out-dir (default runs/artworks).
+"""
+
+import argparse
+import unicodedata
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from common.images import IMAGE_EXTENSIONS, describe_skipped, find_images, load_images
+from common.losses import discriminator_loss, generator_loss, mean_probability
+from common.optimizers import make_adam
+from common.plotting import plot_d_probs, plot_losses, save_image_grid, write_gif
+from common.progress import EpochLog, steps_per_epoch
+from common.run import (StopOnInterrupt, add_common_arguments, atomic_write, clear_run,
+                        load_args, merge_resumed_args, parse_args, prepare_out_dir,
+                        read_history, sample_path, sample_paths, save_args, write_history)
+
+IMAGE_SIZE = 64
+SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
+SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper (Keras 3's default is 0.3).
+DOWNLOAD = ("the Kaggle dataset ikarus777/best-artworks-of-all-time (images.zip) and unzip "
+            "it")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Train seed 002's DCGAN on one artist's paintings (64x64x3).")
+    # The seed's learning rate is 3e-3; 2e-4 is DCGAN's, and the seed's collapses (README).
+    add_common_arguments(parser, "artworks", epochs=400, batch_size=64, lr=2e-4,
+                         latent_dim=128)
+    parser.set_defaults(data_dir="data/best-artworks/images")
+    parser.add_argument("--artist", action="append", default=None,
+                        help="an artist folder to train on, e.g. Rembrandt or 'Pablo Picasso' "
+                             "(case, spaces and underscores forgiven); repeat it for several "
+                             "(default: Rembrandt)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="keep the decoded 64x64 images here and reuse them in later "
+                             "runs, read from disk (default: decode into memory each run)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                        help="flip each image left-right at random (default: %(default)s)")
+    return parser
+
+
+# --- Data ---------------------------------------------------------------------------------
+
+
+def artist_key(name):
+    """How artist names are compared: 'pablo picasso' finds Pablo_Picasso, 'durer' Dürer."""
+    name = unicodedata.normalize("NFKD", name)
+    name = "".join(char for char in name if not unicodedata.combining(char))
+    return "".join(char for char in name.casefold() if char.isalnum())
+
+
+def find_artists(folder):
+    """{artist_key: artist folder} for the folders under `folder` that hold images.
+
+    Kaggle's zip unpacks to images/images/<artist>/, so a lone images/ inside is entered.
+    """
+    children = sorted(path for path in folder.iterdir() if path.is_dir())
+    if len(children) == 1 and children[0].name == "images":
+        children = sorted(path for path in children[0].iterdir() if path.is_dir())
+    return {artist_key(path.name): path for path in children}
+
+
+def read_images(data_dir, artists, cache_dir=None):
+    """The paintings of `artists` under `data_dir` as uint8 (N, 64, 64, 3), decoded once."""
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise ValueError(f"--data-dir {folder} does not exist; download {DOWNLOAD}, then "
+                         f"point --data-dir at its images/ folder")
+    found = find_artists(folder)
+    if not found:
+        raise ValueError(f"--data-dir {folder} has no artist folders; point it at the "
+                         f"images/ folder that holds Rembrandt/, Pablo_Picasso/, ...")
+    chosen = []
+    for artist in artists:
+        if artist_key(artist) not in found:
+            names = ", ".join(path.name for path in found.values())
+            raise ValueError(f"--artist {artist!r} is not a folder in {folder}; "
+                             f"choose from: {names}")
+        chosen.append(found[artist_key(artist)])
+    paths = [path for artist_folder in dict.fromkeys(chosen) for path in find_images(artist_folder)]
+    # A centered square of the full shorter side: paintings come in every shape.
+    pixels, skipped, where = load_images(paths, IMAGE_SIZE, crop=1.0, cache_dir=cache_dir,
+                                         root=folder, name="artworks")
+    if len(pixels) == 0:
+        raise ValueError(f"{', '.join(map(str, chosen))} has no readable images "
+                         f"({len(paths)} files with the extensions {' '.join(IMAGE_EXTENSIONS)}"
+                         f"); choose another --artist")
+    names = " + ".join(path.name for path in dict.fromkeys(chosen))
+    return pixels, skipped, f"{names} in {folder} ({where})"
+
+
+def load_dataset(pixels, batch_size, seed, flip):
+    """Shuffled batches in [-1, 1] from the decoded uint8 pixels; nothing is decoded again.
+
+    The data set holds only indices: each batch gathers its rows from the uint8 array (or
+    its memory map on disk), so no float32 copy of the whole set exists.
+    """
+    def gather(indices):
+        return pixels[np.sort(indices)]  # Sorted reads are kinder to a memory map on disk.
+
+    def to_float(batch):
+        batch = tf.ensure_shape(batch, (None, IMAGE_SIZE, IMAGE_SIZE, 3))
+        batch = tf.cast(batch, tf.float32) / 127.5 - 1.0
+        return tf.image.random_flip_left_right(batch, seed=seed) if flip else batch
+
+    return (
+        tf.data.Dataset.range(len(pixels))
+        .shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)  # The last batch may be smaller; train_step handles it.
+        .map(lambda indices: tf.numpy_function(gather, [indices], tf.uint8),
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+# --- Models (seed 002: Conv2DTranspose, 64 base features, ReLU in G, dropout in D) -------
+
+FEATURES = 64  # Seed 002's FEATURES_GEN and FEATURES_DISC.
+DROPOUT = 0.3
+
+
+def make_generator(latent_dim=128):
+    def up(filters):  # Doubles height and width.
+        return [layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False),
+                layers.BatchNormalization(momentum=0.9), layers.ReLU()]
+
+    return keras.Sequential([
+        keras.Input((latent_dim,)),
+        layers.Reshape((1, 1, latent_dim)),                             # 1x1xlatent
+        layers.Conv2DTranspose(FEATURES * 8, 4, padding="valid", use_bias=False),
+        layers.BatchNormalization(momentum=0.9),
+        layers.ReLU(),                                                  # 4x4x512
+        *up(FEATURES * 4),                                              # 8x8x256
+        *up(FEATURES * 2),                                              # 16x16x128
+        *up(FEATURES),                                                  # 32x32x64
+        layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh"),
+    ], name="generator")                                                # 64x64x3 in [-1, 1]
+
+
+def make_discriminator():
+    def down(filters, normalize=True):  # Halves height and width.
+        return [layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=not normalize),
+                *([layers.BatchNormalization(momentum=0.9)] if normalize else []), layers.LeakyReLU(SLOPE),
+                layers.Dropout(DROPOUT)]
+
+    return keras.Sequential([
+        keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+        *down(FEATURES, normalize=False),  # No BatchNorm on the input layer.  32x32x64
+        *down(FEATURES * 2),                                            # 16x16x128
+        *down(FEATURES * 4),                                            # 8x8x256
+        *down(FEATURES * 8),                                            # 4x4x512
+        layers.Conv2D(1, 4, padding="valid"),                           # 1x1x1
+        layers.Flatten(),                                               # one logit: "real"
+    ], name="discriminator")
+
+
+def sample_noise(count, latent_dim):
+    return tf.random.normal([count, latent_dim])
+
+
+# --- Training -----------------------------------------------------------------------------
+
+
+@tf.function(reduce_retracing=True)
+def train_step(real, generator, discriminator, generator_optimizer, discriminator_optimizer):
+    # The batch size comes from the data, so the last, smaller batch of an epoch works too.
+    batch_size = tf.shape(real)[0]
+    latent_dim = generator.input_shape[-1]
+
+    # Update D: score real images as real and generated ones as fake.
+    noise = sample_noise(batch_size, latent_dim)
+    with tf.GradientTape() as tape:
+        fake = generator(noise, training=True)
+        real_logits = discriminator(real, training=True)
+        fake_logits = discriminator(fake, training=True)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+    gradients = tape.gradient(d_loss, discriminator.trainable_variables)
+    discriminator_optimizer.apply_gradients(zip(gradients, discriminator.trainable_variables))
+
+    # Update G: make the just-updated D score fresh generated images as real.
+    noise = sample_noise(batch_size, latent_dim)
+    with tf.GradientTape() as tape:
+        g_loss = generator_loss(discriminator(generator(noise, training=True), training=True))
+    gradients = tape.gradient(g_loss, generator.trainable_variables)
+    generator_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
+
+    return tf.stack([d_loss, g_loss, mean_probability(real_logits), mean_probability(fake_logits)])
+
+
+def main(argv=None):
+    args, explicit = parse_args(build_parser(), argv)
+    out_dir = Path(args.out_dir)
+    try:
+        resuming = prepare_out_dir(out_dir, args.resume, args.overwrite)
+        if resuming:
+            args = merge_resumed_args(args, explicit, load_args(out_dir))
+        images, skipped, source = read_images(args.data_dir, args.artist or ["Rembrandt"],
+                                              args.cache_dir)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"{len(images)} training images from {source}")
+    if skipped:
+        print(describe_skipped(skipped, len(images) + len(skipped)))
+    if args.overwrite:
+        clear_run(out_dir)
+
+    keras.utils.set_random_seed(args.seed)
+    dataset = load_dataset(images, args.batch_size, args.seed, args.flip)
+    generator = make_generator(args.latent_dim)
+    discriminator = make_discriminator()
+    generator_optimizer = make_adam(args.lr)
+    discriminator_optimizer = make_adam(args.lr)
+    # Build the optimizers' slots now, so a checkpoint can restore into them.
+    generator_optimizer.build(generator.trainable_variables)
+    discriminator_optimizer.build(discriminator.trainable_variables)
+
+    # Everything --resume needs: weights, optimizer state, finished epochs, the fixed noise
+    # behind the sample grids (so the GIF shows the same 64 paintings throughout).
+    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    fixed_noise = tf.Variable(sample_noise(SAMPLE_COUNT, args.latent_dim), trainable=False)
+    checkpoint = tf.train.Checkpoint(
+        generator=generator, discriminator=discriminator,
+        generator_optimizer=generator_optimizer, discriminator_optimizer=discriminator_optimizer,
+        epochs_done=epochs_done, fixed_noise=fixed_noise)
+    manager = tf.train.CheckpointManager(checkpoint, out_dir / "checkpoints", max_to_keep=3)
+    if resuming and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        for optimizer in (generator_optimizer, discriminator_optimizer):
+            optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
+        print(f"resuming {out_dir} after epoch {int(epochs_done)}")
+    history = read_history(out_dir, int(epochs_done))
+    save_args(out_dir, args)
+
+    steps = steps_per_epoch(len(images), args.batch_size)
+    steps_taken = 0
+    with StopOnInterrupt() as interrupt:
+        for epoch in range(int(epochs_done) + 1, args.epochs + 1):
+            log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations) + 1)
+            try:
+                for real in dataset:
+                    metrics = train_step(real, generator, discriminator,
+                                         generator_optimizer, discriminator_optimizer)
+                    steps_taken += 1
+                    log.add(metrics, int(real.shape[0]))
+                    if interrupt.requested or steps_taken == args.max_steps:
+                        break
+                log.flush()  # Raises at a non-finite loss before anything is saved.
+            except FloatingPointError as error:
+                raise SystemExit(
+                    f"error: {error}. Kept the last good checkpoint "
+                    f"({manager.latest_checkpoint or 'none yet'}); continue from it with "
+                    f"--resume, perhaps with a lower --lr") from None
+            if interrupt.requested:
+                # Mid-epoch: epochs_done still counts finished epochs, so --resume runs
+                # this epoch again from these weights.
+                path = manager.save(checkpoint_number=int(generator_optimizer.iterations))
+                print(f"saved {path}; continue with --resume --out-dir {out_dir}")
+                raise SystemExit(130)
+
+            # Close the epoch. The checkpoint comes last, so it always describes an epoch
+            # whose outputs are all on disk; a kill before it just repeats the epoch.
+            history.append(log.summary())
+            stopping = epoch == args.epochs or steps_taken == args.max_steps
+            if epoch % args.sample_every == 0 or stopping:
+                save_image_grid(generator(fixed_noise, training=False), sample_path(out_dir, epoch))
+                write_gif(sample_paths(out_dir, epoch), out_dir / "progress.gif")
+            write_history(out_dir, history)
+            plot_losses(history, out_dir / "losses.png")
+            plot_d_probs(history, out_dir / "d_probs.png")
+            atomic_write(out_dir / "generator.keras", generator.save)
+            epochs_done.assign(epoch)
+            manager.save(checkpoint_number=int(generator_optimizer.iterations))
+            if steps_taken == args.max_steps:
+                print(f"stopped after --max-steps {args.max_steps}")
+                break
+    print(f"done: {out_dir}")
+
+
+if __name__ == "__main__":
+    main()
