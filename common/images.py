@@ -59,7 +59,9 @@ def decode_image(path, size, crop=1.0):
             image.draft("RGB", (width * 2 * size // side, height * 2 * size // side))
             factor = image.width / width
             box = tuple(value * factor for value in box)
-        picture = _to_rgb(image).resize((size, size), Image.Resampling.LANCZOS, box=box)
+        # Crop first, then resize: the filter never reaches past the crop for its pixels.
+        square = _to_rgb(image).crop(tuple(round(value) for value in box))
+        picture = square.resize((size, size), Image.Resampling.LANCZOS)
         return np.asarray(picture, dtype=np.uint8)
 
 
