@@ -29,6 +29,21 @@ def run_script(script, *args, check=True, timeout=600):
     return result
 
 
+def snapshot(folder):
+    """Every file under `folder` with its bytes: to prove a refused run changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def optimizer_steps(out):
+    """The generator optimizer's step count in the run's latest checkpoint."""
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    names = [name for name, _ in tf.train.list_variables(latest)
+             if name.startswith("generator_optimizer/") and "iteration" in name]
+    return int(tf.train.load_variable(latest, names[0]))
+
+
 def write_idx_images(path, images):
     """Write uint8 images (N, H, W) as an idx3 .gz file, the format Fashion-MNIST ships in."""
     images = np.asarray(images, np.uint8)

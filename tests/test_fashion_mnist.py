@@ -13,7 +13,8 @@ import tensorflow as tf
 
 import train_fashion_mnist as script
 from common.metrics import pixel_fid
-from conftest import ENV, FASHION_SAMPLE, ROOT, run_script, write_idx_images
+from conftest import (ENV, FASHION_SAMPLE, ROOT, optimizer_steps, run_script, snapshot,
+                      write_idx_images)
 
 SCRIPT = "train_fashion_mnist.py"
 OUTPUTS = ("args.json", "history.csv", "generator.keras", "progress.gif", "losses.png",
@@ -22,20 +23,6 @@ OUTPUTS = ("args.json", "history.csv", "generator.keras", "progress.gif", "losse
 
 def train(data, out, *flags, check=True):
     return run_script(SCRIPT, "--data-dir", data, "--out-dir", out, *flags, check=check)
-
-
-def snapshot(folder):
-    """Every file under `folder` with its bytes: to prove a refused run changed nothing."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
-
-
-def optimizer_steps(out):
-    """The generator optimizer's step count in the run's latest checkpoint."""
-    latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
-    names = [name for name, _ in tf.train.list_variables(latest)
-             if name.startswith("generator_optimizer/") and "iteration" in name]
-    return int(tf.train.load_variable(latest, names[0]))
 
 
 # --- Models --------------------------------------------------------------------------------

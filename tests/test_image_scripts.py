@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import common.images
 from common.metrics import pixel_fid
-from conftest import ENV, ROOT, run_script
+from conftest import ENV, ROOT, optimizer_steps, run_script, snapshot
 
 SCRIPTS = ("train_faces.py", "train_animals.py", "train_artworks.py")
 LATENT = {"train_faces.py": 100, "train_animals.py": 100, "train_artworks.py": 128}
@@ -27,18 +27,6 @@ def module(script):
 def train(script, data, out, *flags, check=True):
     return run_script(script, "--data-dir", data, "--out-dir", out, "--batch-size", BATCH,
                       *flags, check=check)
-
-
-def snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
-
-
-def optimizer_steps(out):
-    latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
-    names = [name for name, _ in tf.train.list_variables(latest)
-             if name.startswith("generator_optimizer/") and "iteration" in name]
-    return int(tf.train.load_variable(latest, names[0]))
 
 
 def expected_images(script, messy_folder):
