@@ -162,7 +162,8 @@ def make_generator(latent_dim=128):
 def make_discriminator():
     def down(filters, normalize=True):  # Halves height and width.
         return [layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=not normalize),
-                *([layers.BatchNormalization(momentum=0.9)] if normalize else []), layers.LeakyReLU(SLOPE),
+                *([layers.BatchNormalization(momentum=0.9)] if normalize else []),
+                layers.LeakyReLU(SLOPE),
                 layers.Dropout(DROPOUT)]
 
     return keras.Sequential([
