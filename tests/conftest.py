@@ -44,6 +44,37 @@ def optimizer_steps(out):
     return int(tf.train.load_variable(latest, names[0]))
 
 
+def generate_in_fresh_process(model_path, count, latent_dim, distribution="normal"):
+    """Load generator.keras in a new Python, as a user would, and map `count` noise vectors
+    through it. Returns (output shape as text, min, max)."""
+    draw = ("normal(size=" if distribution == "normal" else "uniform(-1, 1, size=")
+    code = (
+        "import keras, numpy as np\n"
+        f"g = keras.saving.load_model({str(model_path)!r})\n"
+        f"z = np.random.default_rng(0).{draw}({count}, {latent_dim})).astype('float32')\n"
+        "x = np.asarray(g(z))\n"
+        "print(x.shape, float(x.min()), float(x.max()))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=ENV, check=True)
+    shape, low, high = result.stdout.strip().rsplit(" ", 2)
+    return shape, float(low), float(high)
+
+
+def copy_with_flipped_generator_loss(script, folder):
+    """A copy of `script` and common/ in `folder` whose generator maximises its loss: the
+    broken model every learning test must fail on. Returns the copy's root."""
+    import shutil
+    folder.mkdir()
+    shutil.copy(ROOT / script, folder / script)
+    shutil.copytree(ROOT / "common", folder / "common")
+    losses = folder / "common" / "losses.py"
+    text = losses.read_text()
+    assert text.count("    return _bce(fake_logits, 1.0)") == 1
+    losses.write_text(text.replace("    return _bce(fake_logits, 1.0)",
+                                   "    return -_bce(fake_logits, 1.0)"))
+    return folder
+
+
 def write_idx_images(path, images):
     """Write uint8 images (N, H, W) as an idx3 .gz file, the format Fashion-MNIST ships in."""
     images = np.asarray(images, np.uint8)

@@ -13,8 +13,9 @@ import tensorflow as tf
 
 import train_fashion_mnist as script
 from common.metrics import pixel_fid
-from conftest import (ENV, FASHION_SAMPLE, ROOT, optimizer_steps, run_script, snapshot,
-                      write_idx_images)
+from conftest import (ENV, FASHION_SAMPLE, ROOT, copy_with_flipped_generator_loss,
+                      generate_in_fresh_process, optimizer_steps,
+                      run_script, snapshot, write_idx_images)
 
 SCRIPT = "train_fashion_mnist.py"
 OUTPUTS = ("args.json", "history.csv", "generator.keras", "progress.gif", "losses.png",
@@ -75,15 +76,8 @@ def test_run_writes_every_output(two_epochs):
 
 def test_generator_loads_in_a_fresh_process(two_epochs):
     out, _ = two_epochs
-    code = (
-        "import keras, numpy as np\n"
-        f"g = keras.saving.load_model({str(out / 'generator.keras')!r})\n"
-        "x = np.asarray(g(np.random.default_rng(0).normal(size=(6, 128)).astype('float32')))\n"
-        "print(x.shape, float(x.min()), float(x.max()))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=ENV, check=True)
-    shape, low, high = result.stdout.strip().rsplit(" ", 2)
-    assert shape == "(6, 28, 28, 1)" and -1 <= float(low) < float(high) <= 1
+    shape, low, high = generate_in_fresh_process(out / "generator.keras", 6, 128)
+    assert shape == "(6, 28, 28, 1)" and -1 <= low < high <= 1
 
 
 def test_main_runs_from_python_like_a_notebook_cell(tmp_path, tiny_data, monkeypatch, capsys):
@@ -233,15 +227,7 @@ def test_learning_test_fails_when_the_generator_loss_sign_is_flipped(
     """The negative control: the same check on a copy whose generator maximises its loss
     must not pass (measured: it gets worse, about 500), so the test above has teeth."""
     real, untrained = real_and_untrained_score
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    shutil.copy(ROOT / SCRIPT, broken / SCRIPT)
-    shutil.copytree(ROOT / "common", broken / "common")
-    losses = broken / "common" / "losses.py"
-    text = losses.read_text()
-    assert text.count("    return _bce(fake_logits, 1.0)") == 1
-    losses.write_text(text.replace("    return _bce(fake_logits, 1.0)",
-                                   "    return -_bce(fake_logits, 1.0)"))
+    broken = copy_with_flipped_generator_loss(SCRIPT, tmp_path / "broken")
     flipped = train_and_score(broken, tmp_path / "run", real)
     assert not flipped < 0.8 * untrained, (flipped, untrained)
 

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 import common.images
 from common.metrics import pixel_fid
-from conftest import ENV, ROOT, optimizer_steps, run_script, snapshot
+from conftest import (ENV, ROOT, copy_with_flipped_generator_loss, generate_in_fresh_process,
+                      optimizer_steps, run_script, snapshot)
 
 SCRIPTS = ("train_faces.py", "train_animals.py", "train_artworks.py")
 LATENT = {"train_faces.py": 100, "train_animals.py": 100, "train_artworks.py": 128}
@@ -104,16 +105,9 @@ def test_run_on_a_messy_folder_writes_every_output(script, runs, messy_folder):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_generator_loads_in_a_fresh_process(script, runs):
     out, _ = runs(script)
-    code = (
-        "import keras, numpy as np\n"
-        f"g = keras.saving.load_model({str(out / 'generator.keras')!r})\n"
-        f"z = np.random.default_rng(0).uniform(-1, 1, size=(3, {LATENT[script]}))\n"
-        "x = np.asarray(g(z.astype('float32')))\n"
-        "print(x.shape, float(x.min()), float(x.max()))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=ENV, check=True)
-    shape, low, high = result.stdout.strip().rsplit(" ", 2)
-    assert shape == "(3, 64, 64, 3)" and -1 <= float(low) < float(high) <= 1
+    shape, low, high = generate_in_fresh_process(out / "generator.keras", 3, LATENT[script],
+                                                 "uniform")
+    assert shape == "(3, 64, 64, 3)" and -1 <= low < high <= 1
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -272,15 +266,7 @@ def test_64px_training_moves_samples_toward_the_data(tmp_path, shapes_folder,
 def test_64px_learning_test_fails_when_the_generator_loss_sign_is_flipped(
         tmp_path, shapes_folder, shapes_and_untrained_score):
     real, untrained = shapes_and_untrained_score
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    shutil.copy(ROOT / "train_animals.py", broken / "train_animals.py")
-    shutil.copytree(ROOT / "common", broken / "common")
-    losses = broken / "common" / "losses.py"
-    text = losses.read_text()
-    assert text.count("    return _bce(fake_logits, 1.0)") == 1
-    losses.write_text(text.replace("    return _bce(fake_logits, 1.0)",
-                                   "    return -_bce(fake_logits, 1.0)"))
+    broken = copy_with_flipped_generator_loss("train_animals.py", tmp_path / "broken")
     flipped = train_and_score(broken, "train_animals.py", shapes_folder[0], tmp_path / "run",
                               real)
     assert not flipped < 0.7 * untrained, (flipped, untrained)
