@@ -14,6 +14,8 @@ generator.keras and checkpoints to --out-dir (default runs/faces).
 """
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -21,8 +23,11 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from common.devices import (add_device_arguments, choose_jit, choose_policy, choose_strategy,
+                            describe, is_chief, set_policy)
 from common.images import IMAGE_EXTENSIONS, describe_skipped, find_images, load_images
-from common.losses import discriminator_loss, generator_loss, mean_probability
+from common.losses import discriminator_loss, generator_loss, global_batch_size, mean_probability
+from common.noise import with_noise
 from common.optimizers import make_adam
 from common.plotting import plot_d_probs, plot_losses, save_image_grid, write_gif
 from common.progress import EpochLog, steps_per_epoch
@@ -76,11 +81,12 @@ def read_images(data_dir, cache_dir=None):
     return pixels, skipped, f"{folder} ({where})"
 
 
-def load_dataset(pixels, batch_size, seed, flip):
-    """Shuffled batches in [-1, 1] from the decoded uint8 pixels; nothing is decoded again.
+def load_dataset(pixels, batch_size, seed, flip, latent_dim, noise):
+    """Shuffled (images in [-1, 1], noise) batches from the decoded uint8 pixels.
 
-    The data set holds only indices: each batch gathers its rows from the uint8 array (or
-    its memory map on disk), so no float32 copy of the whole set exists.
+    Nothing is decoded again: the data set holds only indices, and each batch gathers its
+    rows from the uint8 array (or its memory map on disk), so no float32 copy of the whole
+    set exists. The generator's noise comes with each batch (see common/noise.py).
     """
     def gather(indices):
         return pixels[np.sort(indices)]  # Sorted reads are kinder to a memory map on disk.
@@ -97,6 +103,9 @@ def load_dataset(pixels, batch_size, seed, flip):
         .map(lambda indices: tf.numpy_function(gather, [indices], tf.uint8),
              num_parallel_calls=tf.data.AUTOTUNE)
         .map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        .apply(lambda batches: with_noise(
+            batches, lambda count, size, pair: sample_noise(count, size, pair, noise),
+            latent_dim, seed))
         .prefetch(tf.data.AUTOTUNE)
     )
 
@@ -104,28 +113,37 @@ def load_dataset(pixels, batch_size, seed, flip):
 # --- Models (seed 003: Dense + Conv2DTranspose, BatchNorm, LeakyReLU, tanh) ---------------
 
 
+def batch_norm():
+    # Momentum 0.9 lets the moving statistics the sample grids use keep up early on. The
+    # statistics are taken over the whole batch even when devices split it (synchronized),
+    # so the model trains the same on one device or several.
+    return layers.BatchNormalization(momentum=0.9, synchronized=True)
+
+
 def make_generator(latent_dim=100):
     def up(filters):  # Doubles height and width.
         return [layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False),
-                layers.BatchNormalization(momentum=0.9), layers.LeakyReLU(SLOPE)]
+                batch_norm(), layers.LeakyReLU(SLOPE)]
 
     return keras.Sequential([
         keras.Input((latent_dim,)),
         layers.Dense(4 * 4 * 512, use_bias=False),
-        layers.BatchNormalization(momentum=0.9),
+        batch_norm(),
         layers.LeakyReLU(SLOPE),
         layers.Reshape((4, 4, 512)),                                    # 4x4x512
         *up(256),                                                       # 8x8x256
         *up(128),                                                       # 16x16x128
         *up(64),                                                        # 32x32x64
-        layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh"),
+        # The output layer computes in float32 under mixed precision, like D's logit.
+        layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh",
+                               dtype="float32"),
     ], name="generator")                                                # 64x64x3 in [-1, 1]
 
 
 def make_discriminator():
     def down(filters, normalize=True):  # Halves height and width.
         return [layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=not normalize),
-                *([layers.BatchNormalization(momentum=0.9)] if normalize else []),
+                *([batch_norm()] if normalize else []),
                 layers.LeakyReLU(SLOPE)]
 
     return keras.Sequential([
@@ -135,51 +153,64 @@ def make_discriminator():
         *down(256),                                                     # 8x8x256
         *down(512),                                                     # 4x4x512
         layers.Flatten(),
-        layers.Dense(1),                                                # one logit: "real"
+        layers.Dense(1, dtype="float32"),                               # one logit: "real"
     ], name="discriminator")
 
 
-def sample_noise(count, latent_dim, distribution="uniform"):
+def sample_noise(count, latent_dim, seed, distribution="uniform"):
+    """Generator input, uniform in [-1, 1] or standard normal; `seed` is a pair of integers
+    (stateless random)."""
     if distribution == "uniform":
-        return tf.random.uniform([count, latent_dim], -1.0, 1.0)
-    return tf.random.normal([count, latent_dim])
+        return tf.random.stateless_uniform([count, latent_dim], seed, -1.0, 1.0)
+    return tf.random.stateless_normal([count, latent_dim], seed)
 
 
 # --- Training -----------------------------------------------------------------------------
 
 
-@tf.function(reduce_retracing=True)
-def train_step(real, generator, discriminator, generator_optimizer, discriminator_optimizer,
-               noise_distribution="uniform"):
-    # The batch size comes from the data, so the last, smaller batch of an epoch works too.
-    batch_size = tf.shape(real)[0]
-    latent_dim = generator.input_shape[-1]
+def train_step(real, noise, generator, discriminator, generator_optimizer,
+               discriminator_optimizer):
+    """One step on this device's share of the batch. main() compiles it with tf.function
+    and runs it on every device of the strategy (just one, unless --strategy says more)."""
+    # Losses are divided by the whole step's image count, not this device's share, so the
+    # gradients the devices add up are those of the whole batch's mean loss. It comes
+    # from the data, so the last, smaller batch of an epoch works too.
+    batch_size = global_batch_size(real)
+
+    # Generate once: both updates use these images, as pytorch/examples' DCGAN does.
+    with tf.GradientTape() as generator_tape:
+        fake = generator(noise, training=True)
 
     # Update D: score real images as real and generated ones as fake.
-    noise = sample_noise(batch_size, latent_dim, noise_distribution)
     with tf.GradientTape() as tape:
-        fake = generator(noise, training=True)
         real_logits = discriminator(real, training=True)
         fake_logits = discriminator(fake, training=True)
-        d_loss = discriminator_loss(real_logits, fake_logits)
-    gradients = tape.gradient(d_loss, discriminator.trainable_variables)
+        d_loss = discriminator_loss(real_logits, fake_logits, batch_size)
+        scaled_loss = discriminator_optimizer.scale_loss(d_loss)  # Scaled only for float16.
+    gradients = tape.gradient(scaled_loss, discriminator.trainable_variables)
     discriminator_optimizer.apply_gradients(zip(gradients, discriminator.trainable_variables))
 
-    # Update G: make the just-updated D score fresh generated images as real.
-    noise = sample_noise(batch_size, latent_dim, noise_distribution)
-    with tf.GradientTape() as tape:
-        g_loss = generator_loss(discriminator(generator(noise, training=True), training=True))
-    gradients = tape.gradient(g_loss, generator.trainable_variables)
+    # Update G: make the just-updated D score the same generated images as real.
+    with generator_tape:  # Carries on recording from the generator's forward pass.
+        g_loss = generator_loss(discriminator(fake, training=True), batch_size)
+        scaled_loss = generator_optimizer.scale_loss(g_loss)
+    gradients = generator_tape.gradient(scaled_loss, generator.trainable_variables)
     generator_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
 
-    return tf.stack([d_loss, g_loss, mean_probability(real_logits), mean_probability(fake_logits)])
+    images = tf.cast(tf.shape(real)[0], tf.float32)
+    return tf.stack([d_loss, g_loss, mean_probability(real_logits, batch_size),
+                     mean_probability(fake_logits, batch_size), images])
 
 
 def main(argv=None):
     args, explicit = parse_args(build_parser(), argv)
     out_dir = Path(args.out_dir)
     try:
-        resuming = prepare_out_dir(out_dir, args.resume, args.overwrite)
+        # The strategy comes first: a multi-worker one must exist before TensorFlow starts.
+        strategy = choose_strategy(args.strategy)
+        chief = is_chief(strategy)  # Only the chief writes the run's files.
+        policy, jit = choose_policy(args.precision), choose_jit(args.jit, strategy)
+        resuming = prepare_out_dir(out_dir, args.resume, args.overwrite, writer=chief)
         if resuming:
             args = merge_resumed_args(args, explicit, load_args(out_dir),
                                       fixed=("latent_dim", "noise"))
@@ -189,48 +220,66 @@ def main(argv=None):
     print(f"{len(images)} training images from {source}")
     if skipped:
         print(describe_skipped(skipped, len(images) + len(skipped)))
-    if args.overwrite:
+    if args.overwrite and chief:
         clear_run(out_dir)
+    print(describe(strategy, policy, jit))
 
     keras.utils.set_random_seed(args.seed)
-    dataset = load_dataset(images, args.batch_size, args.seed, args.flip)
-    generator = make_generator(args.latent_dim)
-    discriminator = make_discriminator()
-    generator_optimizer = make_adam(args.lr)
-    discriminator_optimizer = make_adam(args.lr)
-    # Build the optimizers' slots now, so a checkpoint can restore into them.
-    generator_optimizer.build(generator.trainable_variables)
-    discriminator_optimizer.build(discriminator.trainable_variables)
-
-    # Everything --resume needs: weights, optimizer state, finished epochs, the fixed noise
-    # behind the sample grids (so the GIF shows the same 64 faces throughout).
+    set_policy(policy)  # The models below compute in this precision.
+    dataset = strategy.experimental_distribute_dataset(
+        load_dataset(images, args.batch_size, args.seed, args.flip, args.latent_dim,
+                     args.noise))
+    with strategy.scope():  # Variables made here are mirrored on every device.
+        generator = make_generator(args.latent_dim)
+        discriminator = make_discriminator()
+        generator_optimizer = make_adam(args.lr, policy)
+        discriminator_optimizer = make_adam(args.lr, policy)
+        # Build the optimizers' slots now, inside the scope: a checkpoint can restore into
+        # them, and tf.distribute needs them made before the first step.
+        generator_optimizer.build(generator.trainable_variables)
+        discriminator_optimizer.build(discriminator.trainable_variables)
+    # Everything --resume needs besides: finished epochs, and the fixed noise behind the
+    # sample grids (so the GIF shows the same 64 faces throughout).
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
-    fixed_noise = tf.Variable(sample_noise(SAMPLE_COUNT, args.latent_dim, args.noise),
-                              trainable=False)
+    fixed_noise = tf.Variable(
+        sample_noise(SAMPLE_COUNT, args.latent_dim, [args.seed, 0], args.noise), trainable=False)
     checkpoint = tf.train.Checkpoint(
         generator=generator, discriminator=discriminator,
         generator_optimizer=generator_optimizer, discriminator_optimizer=discriminator_optimizer,
         epochs_done=epochs_done, fixed_noise=fixed_noise)
-    manager = tf.train.CheckpointManager(checkpoint, out_dir / "checkpoints", max_to_keep=3)
-    if resuming and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    # Every worker takes part in a save; the chief's is the run's, the others' are scratch.
+    checkpoint_dir = out_dir / "checkpoints" if chief else Path(tempfile.mkdtemp())
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
+    latest = tf.train.latest_checkpoint(out_dir / "checkpoints")
+    if resuming and latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
         for optimizer in (generator_optimizer, discriminator_optimizer):
             optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
         print(f"resuming {out_dir} after epoch {int(epochs_done)}")
     history = read_history(out_dir, int(epochs_done))
-    save_args(out_dir, args)
+    if chief:
+        save_args(out_dir, args)
+
+    # One compiled call per step: each device runs train_step on its share of the batch
+    # (compiled by XLA per device when jit is on), and the metrics, each device's share
+    # of the batch means, are summed.
+    replica_step = tf.function(train_step, jit_compile=jit, reduce_retracing=True)
+
+    @tf.function(reduce_retracing=True)
+    def distributed_step(real, noise):
+        metrics = strategy.run(replica_step, args=(real, noise, generator, discriminator,
+                                                   generator_optimizer, discriminator_optimizer))
+        return strategy.reduce("SUM", metrics, axis=None)
 
     steps = steps_per_epoch(len(images), args.batch_size)
     steps_taken = 0
     with StopOnInterrupt() as interrupt:
         for epoch in range(int(epochs_done) + 1, args.epochs + 1):
-            log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations) + 1)
+            log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations.numpy()) + 1)
             try:
-                for real in dataset:
-                    metrics = train_step(real, generator, discriminator, generator_optimizer,
-                                         discriminator_optimizer, args.noise)
+                for real, noise in dataset:
+                    log.add(distributed_step(real, noise))
                     steps_taken += 1
-                    log.add(metrics, int(real.shape[0]))
                     if interrupt.requested or steps_taken == args.max_steps:
                         break
                 log.flush()  # Raises at a non-finite loss before anything is saved.
@@ -242,7 +291,7 @@ def main(argv=None):
             if interrupt.requested:
                 # Mid-epoch: epochs_done still counts finished epochs, so --resume runs
                 # this epoch again from these weights.
-                path = manager.save(checkpoint_number=int(generator_optimizer.iterations))
+                path = manager.save(checkpoint_number=int(generator_optimizer.iterations.numpy()))
                 print(f"saved {path}; continue with --resume --out-dir {out_dir}")
                 raise SystemExit(130)
 
@@ -250,18 +299,21 @@ def main(argv=None):
             # whose outputs are all on disk; a kill before it just repeats the epoch.
             history.append(log.summary())
             stopping = epoch == args.epochs or steps_taken == args.max_steps
-            if epoch % args.sample_every == 0 or stopping:
+            if chief and (epoch % args.sample_every == 0 or stopping):
                 save_image_grid(generator(fixed_noise, training=False), sample_path(out_dir, epoch))
                 write_gif(sample_paths(out_dir, epoch), out_dir / "progress.gif")
-            write_history(out_dir, history)
-            plot_losses(history, out_dir / "losses.png")
-            plot_d_probs(history, out_dir / "d_probs.png")
-            atomic_write(out_dir / "generator.keras", generator.save)
+            if chief:
+                write_history(out_dir, history)
+                plot_losses(history, out_dir / "losses.png")
+                plot_d_probs(history, out_dir / "d_probs.png")
+                atomic_write(out_dir / "generator.keras", generator.save)
             epochs_done.assign(epoch)
-            manager.save(checkpoint_number=int(generator_optimizer.iterations))
+            manager.save(checkpoint_number=int(generator_optimizer.iterations.numpy()))
             if steps_taken == args.max_steps:
                 print(f"stopped after --max-steps {args.max_steps}")
                 break
+    if not chief:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     print(f"done: {out_dir}")
 
 

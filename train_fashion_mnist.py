@@ -15,7 +15,9 @@ Writes samples, progress.gif, plots, history.csv, generator.keras and checkpoint
 
 import argparse
 import gzip
+import shutil
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -24,7 +26,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from common.losses import discriminator_loss, generator_loss, mean_probability
+from common.devices import (add_device_arguments, choose_jit, choose_policy, choose_strategy,
+                            describe, is_chief, set_policy)
+from common.losses import discriminator_loss, generator_loss, global_batch_size, mean_probability
+from common.noise import with_noise
 from common.optimizers import make_adam
 from common.plotting import plot_d_probs, plot_losses, save_image_grid, write_gif
 from common.progress import EpochLog, steps_per_epoch
@@ -103,19 +108,27 @@ def read_train_images(data_dir=None):
     return images[..., np.newaxis], "keras.datasets.fashion_mnist"
 
 
-def load_dataset(images, batch_size, seed):
-    """Shuffled batches in [-1, 1]: uint8 stays in memory, each batch is scaled on the fly."""
+def load_dataset(images, batch_size, seed, latent_dim):
+    """Shuffled (images in [-1, 1], noise) batches: uint8 stays in memory, each batch is
+    scaled on the fly; the generator's noise comes with it (see common/noise.py)."""
     return (
         tf.data.Dataset.from_tensor_slices(images)
         .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)  # The last batch may be smaller; train_step handles it.
         .map(lambda batch: tf.cast(batch, tf.float32) / 127.5 - 1.0,
              num_parallel_calls=tf.data.AUTOTUNE)
+        .apply(lambda batches: with_noise(batches, sample_noise, latent_dim, seed))
         .prefetch(tf.data.AUTOTUNE)
     )
 
 
 # --- Models (seed 004, to the parameter) --------------------------------------------------
+
+
+def batch_norm():
+    # Statistics over the whole batch even when devices split it (synchronized), so the
+    # model trains the same on one device or several.
+    return layers.BatchNormalization(synchronized=True)
 
 
 def make_generator(latent_dim=128):
@@ -126,16 +139,17 @@ def make_generator(latent_dim=128):
         layers.Reshape((7, 7, 256)),                            # 7x7x256
         layers.UpSampling2D(),
         layers.Conv2D(256, 3, padding="same"),
-        layers.BatchNormalization(),
+        batch_norm(),
         layers.LeakyReLU(SLOPE),                                # 14x14x256
         layers.UpSampling2D(),
         layers.Conv2D(128, 3, padding="same"),
-        layers.BatchNormalization(),
+        batch_norm(),
         layers.LeakyReLU(SLOPE),                                # 28x28x128
         layers.Conv2D(64, 3, padding="same"),
-        layers.BatchNormalization(),
+        batch_norm(),
         layers.LeakyReLU(SLOPE),                                # 28x28x64
-        layers.Conv2D(1, 3, padding="same", activation="tanh"),  # 28x28x1 in [-1, 1]
+        # The output layer computes in float32 under mixed precision, like D's logit.
+        layers.Conv2D(1, 3, padding="same", activation="tanh", dtype="float32"),  # 28x28x1
     ], name="generator")
 
 
@@ -146,107 +160,138 @@ def make_discriminator():
         layers.LeakyReLU(SLOPE),
         layers.Dropout(0.25),                                   # 14x14x32
         layers.Conv2D(64, 3, strides=2, padding="same"),
-        layers.BatchNormalization(),
+        batch_norm(),
         layers.LeakyReLU(SLOPE),
         layers.Dropout(0.25),                                   # 7x7x64
         layers.Conv2D(128, 3, strides=2, padding="same"),
-        layers.BatchNormalization(),
+        batch_norm(),
         layers.LeakyReLU(SLOPE),
         layers.Dropout(0.25),                                   # 4x4x128
         layers.Conv2D(256, 3, strides=1, padding="same"),
-        layers.BatchNormalization(),
+        batch_norm(),
         layers.LeakyReLU(SLOPE),
         layers.Dropout(0.25),                                   # 4x4x256
         layers.Flatten(),
-        layers.Dense(1),                                        # one logit: "real"
+        layers.Dense(1, dtype="float32"),                       # one logit: "real"
     ], name="discriminator")
 
 
-def sample_noise(count, latent_dim):
-    return tf.random.normal([count, latent_dim])
+def sample_noise(count, latent_dim, seed):
+    """Standard-normal generator input; `seed` is a pair of integers (stateless random)."""
+    return tf.random.stateless_normal([count, latent_dim], seed)
 
 
 # --- Training -----------------------------------------------------------------------------
 
 
-@tf.function(reduce_retracing=True)
-def train_step(real, generator, discriminator, generator_optimizer, discriminator_optimizer):
-    # The batch size comes from the data, so the last, smaller batch of an epoch works too.
-    batch_size = tf.shape(real)[0]
-    latent_dim = generator.input_shape[-1]
+def train_step(real, noise, generator, discriminator, generator_optimizer,
+               discriminator_optimizer):
+    """One step on this device's share of the batch. main() compiles it with tf.function
+    and runs it on every device of the strategy (just one, unless --strategy says more)."""
+    # Losses are divided by the whole step's image count, not this device's share, so the
+    # gradients the devices add up are those of the whole batch's mean loss. It comes
+    # from the data, so the last, smaller batch of an epoch works too.
+    batch_size = global_batch_size(real)
+
+    # Generate once: both updates use these images, as pytorch/examples' DCGAN does.
+    with tf.GradientTape() as generator_tape:
+        fake = generator(noise, training=True)
 
     # Update D: score real images as real and generated ones as fake.
-    noise = sample_noise(batch_size, latent_dim)
     with tf.GradientTape() as tape:
-        fake = generator(noise, training=True)
         real_logits = discriminator(real, training=True)
         fake_logits = discriminator(fake, training=True)
-        d_loss = discriminator_loss(real_logits, fake_logits)
-    gradients = tape.gradient(d_loss, discriminator.trainable_variables)
+        d_loss = discriminator_loss(real_logits, fake_logits, batch_size)
+        scaled_loss = discriminator_optimizer.scale_loss(d_loss)  # Scaled only for float16.
+    gradients = tape.gradient(scaled_loss, discriminator.trainable_variables)
     discriminator_optimizer.apply_gradients(zip(gradients, discriminator.trainable_variables))
 
-    # Update G: make the just-updated D score fresh generated images as real.
-    noise = sample_noise(batch_size, latent_dim)
-    with tf.GradientTape() as tape:
-        g_loss = generator_loss(discriminator(generator(noise, training=True), training=True))
-    gradients = tape.gradient(g_loss, generator.trainable_variables)
+    # Update G: make the just-updated D score the same generated images as real.
+    with generator_tape:  # Carries on recording from the generator's forward pass.
+        g_loss = generator_loss(discriminator(fake, training=True), batch_size)
+        scaled_loss = generator_optimizer.scale_loss(g_loss)
+    gradients = generator_tape.gradient(scaled_loss, generator.trainable_variables)
     generator_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
 
-    return tf.stack([d_loss, g_loss, mean_probability(real_logits), mean_probability(fake_logits)])
+    images = tf.cast(tf.shape(real)[0], tf.float32)
+    return tf.stack([d_loss, g_loss, mean_probability(real_logits, batch_size),
+                     mean_probability(fake_logits, batch_size), images])
 
 
 def main(argv=None):
     args, explicit = parse_args(build_parser(), argv)
     out_dir = Path(args.out_dir)
     try:
-        resuming = prepare_out_dir(out_dir, args.resume, args.overwrite)
+        # The strategy comes first: a multi-worker one must exist before TensorFlow starts.
+        strategy = choose_strategy(args.strategy)
+        chief = is_chief(strategy)  # Only the chief writes the run's files.
+        policy, jit = choose_policy(args.precision), choose_jit(args.jit, strategy)
+        resuming = prepare_out_dir(out_dir, args.resume, args.overwrite, writer=chief)
         if resuming:
             args = merge_resumed_args(args, explicit, load_args(out_dir))
         images, source = read_train_images(args.data_dir)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"{len(images)} training images from {source}")
-    if args.overwrite:
+    if args.overwrite and chief:
         clear_run(out_dir)
+    print(describe(strategy, policy, jit))
 
     keras.utils.set_random_seed(args.seed)
-    dataset = load_dataset(images, args.batch_size, args.seed)
-    generator = make_generator(args.latent_dim)
-    discriminator = make_discriminator()
-    generator_optimizer = make_adam(args.lr)
-    discriminator_optimizer = make_adam(args.lr)
-    # Build the optimizers' slots now, so a checkpoint can restore into them.
-    generator_optimizer.build(generator.trainable_variables)
-    discriminator_optimizer.build(discriminator.trainable_variables)
-
-    # Everything --resume needs: weights, optimizer state, finished epochs, the fixed noise
-    # behind the sample grids (so the GIF shows the same 64 faces of the model throughout).
+    set_policy(policy)  # The models below compute in this precision.
+    dataset = strategy.experimental_distribute_dataset(
+        load_dataset(images, args.batch_size, args.seed, args.latent_dim))
+    with strategy.scope():  # Variables made here are mirrored on every device.
+        generator = make_generator(args.latent_dim)
+        discriminator = make_discriminator()
+        generator_optimizer = make_adam(args.lr, policy)
+        discriminator_optimizer = make_adam(args.lr, policy)
+        # Build the optimizers' slots now, inside the scope: a checkpoint can restore into
+        # them, and tf.distribute needs them made before the first step.
+        generator_optimizer.build(generator.trainable_variables)
+        discriminator_optimizer.build(discriminator.trainable_variables)
+    # Everything --resume needs besides: finished epochs, and the fixed noise behind the
+    # sample grids (so the GIF shows the same 64 faces of the model throughout).
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
-    fixed_noise = tf.Variable(sample_noise(SAMPLE_COUNT, args.latent_dim), trainable=False)
+    fixed_noise = tf.Variable(sample_noise(SAMPLE_COUNT, args.latent_dim, [args.seed, 0]),
+                              trainable=False)
     checkpoint = tf.train.Checkpoint(
         generator=generator, discriminator=discriminator,
         generator_optimizer=generator_optimizer, discriminator_optimizer=discriminator_optimizer,
         epochs_done=epochs_done, fixed_noise=fixed_noise)
-    manager = tf.train.CheckpointManager(checkpoint, out_dir / "checkpoints", max_to_keep=3)
-    if resuming and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    # Every worker takes part in a save; the chief's is the run's, the others' are scratch.
+    checkpoint_dir = out_dir / "checkpoints" if chief else Path(tempfile.mkdtemp())
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
+    latest = tf.train.latest_checkpoint(out_dir / "checkpoints")
+    if resuming and latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
         for optimizer in (generator_optimizer, discriminator_optimizer):
             optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
         print(f"resuming {out_dir} after epoch {int(epochs_done)}")
     history = read_history(out_dir, int(epochs_done))
-    save_args(out_dir, args)
+    if chief:
+        save_args(out_dir, args)
+
+    # One compiled call per step: each device runs train_step on its share of the batch
+    # (compiled by XLA per device when jit is on), and the metrics, each device's share
+    # of the batch means, are summed.
+    replica_step = tf.function(train_step, jit_compile=jit, reduce_retracing=True)
+
+    @tf.function(reduce_retracing=True)
+    def distributed_step(real, noise):
+        metrics = strategy.run(replica_step, args=(real, noise, generator, discriminator,
+                                                   generator_optimizer, discriminator_optimizer))
+        return strategy.reduce("SUM", metrics, axis=None)
 
     steps = steps_per_epoch(len(images), args.batch_size)
     steps_taken = 0
     with StopOnInterrupt() as interrupt:
         for epoch in range(int(epochs_done) + 1, args.epochs + 1):
-            log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations) + 1)
+            log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations.numpy()) + 1)
             try:
-                for real in dataset:
-                    metrics = train_step(real, generator, discriminator,
-                                         generator_optimizer, discriminator_optimizer)
+                for real, noise in dataset:
+                    log.add(distributed_step(real, noise))
                     steps_taken += 1
-                    log.add(metrics, int(real.shape[0]))
                     if interrupt.requested or steps_taken == args.max_steps:
                         break
                 log.flush()  # Raises at a non-finite loss before anything is saved.
@@ -258,7 +303,7 @@ def main(argv=None):
             if interrupt.requested:
                 # Mid-epoch: epochs_done still counts finished epochs, so --resume runs
                 # this epoch again from these weights.
-                path = manager.save(checkpoint_number=int(generator_optimizer.iterations))
+                path = manager.save(checkpoint_number=int(generator_optimizer.iterations.numpy()))
                 print(f"saved {path}; continue with --resume --out-dir {out_dir}")
                 raise SystemExit(130)
 
@@ -266,18 +311,21 @@ def main(argv=None):
             # whose outputs are all on disk; a kill before it just repeats the epoch.
             history.append(log.summary())
             stopping = epoch == args.epochs or steps_taken == args.max_steps
-            if epoch % args.sample_every == 0 or stopping:
+            if chief and (epoch % args.sample_every == 0 or stopping):
                 save_image_grid(generator(fixed_noise, training=False), sample_path(out_dir, epoch))
                 write_gif(sample_paths(out_dir, epoch), out_dir / "progress.gif")
-            write_history(out_dir, history)
-            plot_losses(history, out_dir / "losses.png")
-            plot_d_probs(history, out_dir / "d_probs.png")
-            atomic_write(out_dir / "generator.keras", generator.save)
+            if chief:
+                write_history(out_dir, history)
+                plot_losses(history, out_dir / "losses.png")
+                plot_d_probs(history, out_dir / "d_probs.png")
+                atomic_write(out_dir / "generator.keras", generator.save)
             epochs_done.assign(epoch)
-            manager.save(checkpoint_number=int(generator_optimizer.iterations))
+            manager.save(checkpoint_number=int(generator_optimizer.iterations.numpy()))
             if steps_taken == args.max_steps:
                 print(f"stopped after --max-steps {args.max_steps}")
                 break
+    if not chief:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     print(f"done: {out_dir}")
 
 

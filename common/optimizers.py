@@ -3,6 +3,14 @@
 import keras
 
 
-def make_adam(learning_rate, beta_1=0.5):
-    """Adam as the DCGAN paper uses it: beta_1 0.5 damps the momentum that makes GANs oscillate."""
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1)
+def make_adam(learning_rate, policy="float32", beta_1=0.5):
+    """Adam as the DCGAN paper uses it: beta_1 0.5 damps the momentum that makes GANs oscillate.
+
+    Under the mixed_float16 policy it is wrapped in a LossScaleOptimizer: float16 gradients
+    underflow to zero without a loss scale (bfloat16 has float32's range and needs none).
+    The train step calls `optimizer.scale_loss(loss)`, which is the loss itself otherwise.
+    """
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1)
+    if policy == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

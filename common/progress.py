@@ -12,9 +12,9 @@ METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
 class EpochLog:
     """Collects an epoch's per-step metrics and shows a progress bar.
 
-    `add` keeps each step's [d_loss, g_loss, D(x), D(G(z))] tensor as it is: metrics are
-    read back from the device only when the bar redraws (twice a second at most), so
-    the training loop never waits for the accelerator just to print.
+    `add` keeps each step's [d_loss, g_loss, D(x), D(G(z)), images] tensor as it is:
+    metrics are read back from the device only when the bar redraws (twice a second at
+    most), so the training loop never waits for the accelerator just to print.
     """
 
     def __init__(self, epoch, epochs, steps, first_step, stream=None):
@@ -29,10 +29,9 @@ class EpochLog:
         self.start = time.perf_counter()
         self.last_draw = self.start
 
-    def add(self, metrics, batch_size):
+    def add(self, metrics):
         """Record one step's metrics; redraw the bar when it is due."""
         self.pending.append(metrics)
-        self.images += batch_size
         now = time.perf_counter()
         if now - self.last_draw >= (0.5 if self.interactive else 30.0):
             self.last_draw = now
@@ -52,7 +51,8 @@ class EpochLog:
                 f"non-finite loss at epoch {self.epoch}, step {self.done + index + 1} of the "
                 f"epoch (global step {self.first_step + self.done + index}): "
                 f"d_loss={d_loss}, g_loss={g_loss}")
-        self.totals += values.sum(axis=0)
+        self.totals += values[:, :len(METRICS)].sum(axis=0)
+        self.images += int(values[:, len(METRICS)].sum())
         self.done += len(values)
         self.pending = []
 

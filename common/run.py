@@ -16,6 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
+from common.devices import add_device_arguments
+
 # Any of these in an out-dir means a run lives there and must not be overwritten silently.
 RUN_OUTPUTS = (
     "args.json", "history.csv", "checkpoints", "generator.keras", "progress.gif", "samples",
@@ -23,6 +25,8 @@ RUN_OUTPUTS = (
 )
 HISTORY_COLUMNS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_sec", "seconds")
 SAMPLE_PATTERN = re.compile(r"^epoch_(\d+)\.png$")
+# Flags a resumed run does not take over from args.json (see merge_resumed_args).
+NOT_RESUMED = ("resume", "overwrite", "precision", "jit", "strategy")
 
 
 def atomic_write(path, write):
@@ -119,6 +123,7 @@ def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim):
     parser.add_argument("--sample-every", type=positive_int, default=1,
                         help="epochs between sample grids; the last epoch always gets one "
                              "(default: %(default)s)")
+    add_device_arguments(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
                        help="continue the run in --out-dir from its latest checkpoint "
@@ -131,7 +136,9 @@ def merge_resumed_args(args, explicit, saved, fixed=("latent_dim",)):
     """On --resume, the saved run's arguments win except for flags typed this time.
 
     So `--resume` alone continues with the original settings and `--resume --epochs 200`
-    extends the run. Flags in `fixed` shape the models and cannot change.
+    extends the run. Flags in `fixed` shape the models and cannot change. --precision,
+    --jit and --strategy describe the machine, not the run: a run resumed elsewhere (a new
+    Colab machine) uses what is typed now, or auto.
     """
     for name in fixed:
         if name in explicit and name in saved and getattr(args, name) != saved[name]:
@@ -140,7 +147,7 @@ def merge_resumed_args(args, explicit, saved, fixed=("latent_dim",)):
                 f"{flag} {getattr(args, name)} does not match the run being resumed "
                 f"({flag} {saved[name]}); drop {flag} or choose another --out-dir")
     for name, value in saved.items():
-        if name not in explicit and name not in ("resume", "overwrite") and hasattr(args, name):
+        if name not in explicit and name not in NOT_RESUMED and hasattr(args, name):
             setattr(args, name, value)
     return args
 
@@ -148,13 +155,17 @@ def merge_resumed_args(args, explicit, saved, fixed=("latent_dim",)):
 # --- The out-dir --------------------------------------------------------------------------
 
 
-def prepare_out_dir(out_dir, resume, overwrite):
+def prepare_out_dir(out_dir, resume, overwrite, writer=True):
     """Check that `out_dir` can take this run; return True when there is a run to resume.
 
     Changes nothing of an earlier run: a run there needs --resume or --overwrite, and
     --overwrite deletes nothing yet (see `clear_run`, called once the data has loaded).
+    In a multi-worker run only the chief is the `writer`; the other workers check nothing
+    (the chief may be writing already) and resume when told to.
     """
     out_dir = Path(out_dir)
+    if not writer:
+        return resume
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out-dir {out_dir} is a file, not a folder; choose another --out-dir")
     found = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]

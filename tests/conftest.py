@@ -69,9 +69,9 @@ def copy_with_flipped_generator_loss(script, folder):
     shutil.copytree(ROOT / "common", folder / "common")
     losses = folder / "common" / "losses.py"
     text = losses.read_text()
-    assert text.count("    return _bce(fake_logits, 1.0)") == 1
-    losses.write_text(text.replace("    return _bce(fake_logits, 1.0)",
-                                   "    return -_bce(fake_logits, 1.0)"))
+    line = "    return _bce_sum(fake_logits, 1.0) / global_batch_size"
+    assert text.count(line) == 1
+    losses.write_text(text.replace(line, line.replace("return ", "return -")))
     return folder
 
 

@@ -22,27 +22,44 @@ def test_losses_match_hand_computed_cross_entropy():
     # BCE(x, 1) = log(1 + e^-x), BCE(x, 0) = log(1 + e^x).
     expected_real = (math.log(2) + math.log(1 + math.exp(-2))) / 2
     expected_fake = (math.log(2) + math.log(1 + math.exp(-1))) / 2
-    d_loss = losses.discriminator_loss(real_logits, fake_logits)
+    d_loss = losses.discriminator_loss(real_logits, fake_logits, 2.0)
     assert float(d_loss) == pytest.approx(expected_real + expected_fake, rel=1e-6)
-    g_loss = losses.generator_loss(fake_logits)
+    g_loss = losses.generator_loss(fake_logits, 2.0)
     assert float(g_loss) == pytest.approx((math.log(2) + math.log(1 + math.e)) / 2, rel=1e-6)
+
+
+def test_device_shares_of_the_losses_add_up_to_the_whole_batch_mean():
+    # Several devices each score a share of the batch and divide by the whole batch's size:
+    # the shares must sum to what one device computes on the whole batch (uneven shares too).
+    real = tf.constant([[0.5], [-1.0], [2.0], [0.0], [3.0]])
+    fake = tf.constant([[-0.5], [1.0], [0.0], [-2.0], [1.5]])
+    whole = losses.discriminator_loss(real, fake, 5.0)
+    shares = (losses.discriminator_loss(real[:3], fake[:3], 5.0)
+              + losses.discriminator_loss(real[3:], fake[3:], 5.0))
+    assert float(shares) == pytest.approx(float(whole), rel=1e-6)
+    assert float(losses.mean_probability(real[:2], 5.0) + losses.mean_probability(real[2:], 5.0)
+                 ) == pytest.approx(float(tf.reduce_mean(tf.sigmoid(real))), rel=1e-6)
+
+
+def test_global_batch_size_on_one_device_is_the_batch():
+    assert float(losses.global_batch_size(tf.zeros([7, 3]))) == 7.0
 
 
 def test_losses_stay_finite_for_confident_logits():
     # The seeds' sigmoid-then-log form gives log(0) = -inf here; logits do not.
     huge = tf.constant([[100.0]])
-    assert float(losses.discriminator_loss(huge, -huge)) == pytest.approx(0.0, abs=1e-6)
-    assert float(losses.generator_loss(-huge)) == pytest.approx(100.0, rel=1e-6)
+    assert float(losses.discriminator_loss(huge, -huge, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.generator_loss(-huge, 1.0)) == pytest.approx(100.0, rel=1e-6)
 
 
 def test_losses_accept_bfloat16_logits_and_return_float32():
     logits = tf.constant([[1.0]], dtype=tf.bfloat16)
-    assert losses.generator_loss(logits).dtype == tf.float32
+    assert losses.generator_loss(logits, 1.0).dtype == tf.float32
 
 
 def test_mean_probability_is_mean_sigmoid():
     logits = tf.constant([[0.0], [math.log(3.0)]])
-    assert float(losses.mean_probability(logits)) == pytest.approx((0.5 + 0.75) / 2)
+    assert float(losses.mean_probability(logits, 2.0)) == pytest.approx((0.5 + 0.75) / 2)
 
 
 # --- Plotting ------------------------------------------------------------------------------
@@ -159,6 +176,15 @@ def test_merge_resumed_args_keeps_saved_values_unless_typed():
     assert (merged.epochs, merged.batch_size, merged.lr, merged.resume) == (9, 64, 1e-3, True)
 
 
+def test_resumed_run_takes_the_machine_flags_typed_now():
+    # A run started with --precision float16 on a T4, resumed on a CPU, must not keep it.
+    args, explicit = run.parse_args(_parser(), ["--resume"])
+    saved = {"precision": "float16", "jit": "on", "strategy": "mirrored", "batch_size": 64}
+    merged = run.merge_resumed_args(args, explicit, saved)
+    assert (merged.precision, merged.jit, merged.strategy) == ("auto", "auto", "auto")
+    assert merged.batch_size == 64
+
+
 def test_merge_resumed_args_refuses_a_different_model():
     args, explicit = run.parse_args(_parser(), ["--resume", "--latent-dim", "64"])
     expected = r"--latent-dim 64 does not match the run being resumed \(--latent-dim 100\)"
@@ -208,10 +234,11 @@ def test_history_round_trip_drops_rows_after_checkpoint(tmp_path):
 
 def test_epoch_log_means_and_row(capsys):
     log = EpochLog(epoch=2, epochs=10, steps=2, first_step=5)
-    log.add(tf.constant([1.0, 2.0, 0.8, 0.2]), 128)
-    log.add(tf.constant([3.0, 4.0, 0.6, 0.4]), 72)
+    log.add(tf.constant([1.0, 2.0, 0.8, 0.2, 128.0]))
+    log.add(tf.constant([3.0, 4.0, 0.6, 0.4, 72.0]))
     row = log.summary()
     assert row["epoch"] == 2 and row["d_loss"] == 2.0 and row["g_loss"] == 3.0
+    assert log.images == 200  # The step's image count rides along with its metrics.
     assert row["d_real"] == pytest.approx(0.7) and row["d_fake"] == pytest.approx(0.3)
     assert row["images_per_sec"] > 0
     line = capsys.readouterr().out.strip()
@@ -221,9 +248,9 @@ def test_epoch_log_means_and_row(capsys):
 
 def test_epoch_log_names_the_first_non_finite_step():
     log = EpochLog(epoch=3, epochs=5, steps=10, first_step=21)
-    log.add(tf.constant([1.0, 1.0, 0.5, 0.5]), 8)
-    log.add(tf.constant([1.0, float("nan"), 0.5, 0.5]), 8)
-    log.add(tf.constant([float("inf"), 1.0, 0.5, 0.5]), 8)
+    log.add(tf.constant([1.0, 1.0, 0.5, 0.5, 8.0]))
+    log.add(tf.constant([1.0, float("nan"), 0.5, 0.5, 8.0]))
+    log.add(tf.constant([float("inf"), 1.0, 0.5, 0.5, 8.0]))
     with pytest.raises(FloatingPointError, match=r"epoch 3, step 2 of the epoch \(global step 22\)"):
         log.flush()
 

@@ -30,6 +30,13 @@ def train(script, data, out, *flags, check=True):
                       *flags, check=check)
 
 
+def dataset_of(script, pixels, batch_size, noise="uniform"):
+    """The script's own (images, noise) batches over `pixels`."""
+    if script == "train_faces.py":
+        return module(script).load_dataset(pixels, batch_size, 0, True, 100, noise)
+    return module(script).load_dataset(pixels, batch_size, 0, True, LATENT[script])
+
+
 def expected_images(script, messy_folder):
     """Good images the script should find: artworks trains on Rembrandt/ alone."""
     _, good, _ = messy_folder
@@ -158,9 +165,9 @@ def test_each_file_is_decoded_once_and_epochs_decode_nothing(script, messy_folde
     assert pixels.dtype == np.uint8 and pixels.shape == (good, 64, 64, 3)
     assert len(count_decodes) == good + len(broken)  # Every image file, once.
     assert sorted(path.name for path, _ in skipped) == sorted(broken)
-    dataset = module(script).load_dataset(pixels, 4, seed=0, flip=True)
+    dataset = dataset_of(script, pixels, 4)
     for _ in range(2):  # Two epochs.
-        seen = sum(int(batch.shape[0]) for batch in dataset)
+        seen = sum(int(batch.shape[0]) for batch, _ in dataset)
         assert seen == good
     assert len(count_decodes) == good + len(broken)  # The epochs decoded nothing.
 
@@ -199,11 +206,29 @@ def test_flip_mirrors_some_images_and_only_when_asked():
     image = np.zeros((1, 64, 64, 3), np.uint8)
     image[:, :, :8] = 255  # A white stripe on the left edge only.
     pixels = np.repeat(image, 64, axis=0)
-    flipped = next(iter(animals.load_dataset(pixels, 64, seed=0, flip=True))).numpy()
+    flipped = next(iter(animals.load_dataset(pixels, 64, 0, True, 100)))[0].numpy()
     left = flipped[:, :, :8].mean(axis=(1, 2, 3)) > 0
     assert 10 < left.sum() < 54  # About half mirrored, at random.
-    plain = next(iter(animals.load_dataset(pixels, 64, seed=0, flip=False))).numpy()
+    plain = next(iter(animals.load_dataset(pixels, 64, 0, False, 100)))[0].numpy()
     assert (plain[:, :, :8] == 1).all() and plain.min() == -1
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_batch_brings_its_own_fresh_noise(script):
+    pixels = np.zeros((10, 64, 64, 3), np.uint8)
+    dataset = dataset_of(script, pixels, 4)
+    epochs = [list(dataset) for _ in range(2)]
+    for batches in epochs:
+        assert [tuple(noise.shape) for _, noise in batches] == [(4, LATENT[script])] * 2 + [
+            (2, LATENT[script])]  # Sized like each batch, the last smaller one too.
+    first, second = (np.concatenate([noise for _, noise in batches]) for batches in epochs)
+    assert not np.allclose(first, second)  # Each epoch draws new noise.
+    if script == "train_faces.py":  # Seed 003's uniform noise, or normal when asked.
+        assert first.min() >= -1 and first.max() <= 1
+        normal = np.concatenate([noise for _, noise in dataset_of(script, pixels, 5, "normal")])
+        assert np.abs(normal).max() > 1
+    else:
+        assert np.abs(first).max() > 1 and abs(first.mean()) < 0.2
 
 
 @pytest.mark.parametrize("script, flip", [("train_faces.py", False), ("train_animals.py", False),
