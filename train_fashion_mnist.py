@@ -27,7 +27,7 @@ import tensorflow as tf
 from keras import layers
 
 from common.devices import (add_device_arguments, choose_jit, choose_policy, choose_strategy,
-                            describe, is_chief, set_policy)
+                            describe, is_chief, portable_copy, set_policy)
 from common.losses import discriminator_loss, generator_loss, global_batch_size, mean_probability
 from common.noise import with_noise
 from common.optimizers import make_adam
@@ -117,6 +117,7 @@ def load_dataset(images, batch_size, seed, latent_dim):
         .batch(batch_size)  # The last batch may be smaller; train_step handles it.
         .map(lambda batch: tf.cast(batch, tf.float32) / 127.5 - 1.0,
              num_parallel_calls=tf.data.AUTOTUNE)
+        .repeat()  # Endless: main() takes each epoch's batches from one iterator.
         .apply(lambda batches: with_noise(batches, sample_noise, latent_dim, seed))
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -126,9 +127,11 @@ def load_dataset(images, batch_size, seed, latent_dim):
 
 
 def batch_norm():
-    # Statistics over the whole batch even when devices split it (synchronized), so the
-    # model trains the same on one device or several.
-    return layers.BatchNormalization(synchronized=True)
+    # When devices split the batch (models are built inside the strategy's scope), the
+    # statistics are still the whole batch's (synchronized), so the model trains the same
+    # on one device or several; one device needs no synchronizing.
+    several = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    return layers.BatchNormalization(synchronized=several)
 
 
 def make_generator(latent_dim=128):
@@ -283,13 +286,17 @@ def main(argv=None):
                                                    generator_optimizer, discriminator_optimizer))
         return strategy.reduce("SUM", metrics, axis=None)
 
+    # One iterator for the whole run: the data set repeats, an epoch is `steps` batches
+    # (the last one smaller), and no epoch waits for a new iterator to start.
+    batches = iter(dataset)
     steps = steps_per_epoch(len(images), args.batch_size)
     steps_taken = 0
     with StopOnInterrupt() as interrupt:
         for epoch in range(int(epochs_done) + 1, args.epochs + 1):
             log = EpochLog(epoch, args.epochs, steps, int(generator_optimizer.iterations.numpy()) + 1)
             try:
-                for real, noise in dataset:
+                for _ in range(steps):
+                    real, noise = next(batches)
                     log.add(distributed_step(real, noise))
                     steps_taken += 1
                     if interrupt.requested or steps_taken == args.max_steps:
@@ -318,7 +325,7 @@ def main(argv=None):
                 write_history(out_dir, history)
                 plot_losses(history, out_dir / "losses.png")
                 plot_d_probs(history, out_dir / "d_probs.png")
-                atomic_write(out_dir / "generator.keras", generator.save)
+                atomic_write(out_dir / "generator.keras", portable_copy(generator).save)
             epochs_done.assign(epoch)
             manager.save(checkpoint_number=int(generator_optimizer.iterations.numpy()))
             if steps_taken == args.max_steps:

@@ -71,20 +71,6 @@ def reference_step(generator, discriminator, learning_rate):
     return step
 
 
-def plain_float32_copy(model):
-    """The same architecture with float32 layers and ordinary (unsynchronized) BatchNorm."""
-    import keras
-
-    def clone(layer):
-        config = layer.get_config()
-        config["dtype"] = "float32"
-        if "synchronized" in config:
-            config["synchronized"] = False
-        return layer.__class__.from_config(config)
-
-    return keras.models.clone_model(model, clone_function=clone)
-
-
 def script_step(script, policy, jit, args):
     """The script's compiled step, built the way its main() builds it (one device)."""
     import tensorflow as tf
@@ -134,7 +120,7 @@ def measure_steps(name, options):
     import numpy as np
     import tensorflow as tf
 
-    from common.devices import choose_jit, choose_policy
+    from common.devices import choose_jit, choose_policy, portable_copy
 
     script = importlib.import_module(name[:-3])
     args = script.build_parser().parse_args([])
@@ -145,8 +131,8 @@ def measure_steps(name, options):
     jit = choose_jit(options.jit, strategy)
 
     generator, discriminator, ours = script_step(script, policy, jit, args)
-    reference = reference_step(plain_float32_copy(generator),
-                               plain_float32_copy(discriminator), args.lr)
+    reference = reference_step(portable_copy(generator), portable_copy(discriminator),
+                               args.lr)
     shape = discriminator.input_shape[1:]
     random = np.random.default_rng(0)
     count = 60000 if shape[0] == 28 else 10000
@@ -156,7 +142,7 @@ def measure_steps(name, options):
     reference_batches = iter(
         tf.data.Dataset.from_tensor_slices(pixels[:4096].astype("float32") / 127.5 - 1)
         .shuffle(4096).batch(args.batch_size, drop_remainder=True).repeat().prefetch(2))
-    our_batches = iter(script_dataset(script, pixels[:4096], args).repeat())
+    our_batches = iter(script_dataset(script, pixels[:4096], args))
 
     def run_reference():
         return reference(next(reference_batches))
@@ -175,11 +161,12 @@ def measure_steps(name, options):
         our_rates.append(images_per_second(run_ours, 1, options.steps, args.batch_size))
 
     # The input pipeline alone, on the full-size array: epochs after the first.
-    dataset = script_dataset(script, pixels, args)
+    batches = iter(script_dataset(script, pixels, args))
+    steps = -(-count // args.batch_size)
     pipeline_rates = []
     for epoch in range(3):
         start = time.perf_counter()
-        images = sum(int(real.shape[0]) for real, _ in dataset)
+        images = sum(int(next(batches)[0].shape[0]) for _ in range(steps))
         if epoch:
             pipeline_rates.append(images / (time.perf_counter() - start))
 
@@ -201,7 +188,7 @@ def measure_end_to_end(name, options):
     import keras
     import tensorflow as tf
 
-    from common.devices import choose_jit, choose_policy
+    from common.devices import choose_jit, choose_policy, portable_copy
 
     script = importlib.import_module(name[:-3])
     args = script.build_parser().parse_args([])
@@ -210,8 +197,8 @@ def measure_end_to_end(name, options):
     policy = choose_policy(options.precision)
     jit = choose_jit(options.jit, tf.distribute.get_strategy())
     generator, discriminator, ours = script_step(script, policy, jit, args)
-    reference = reference_step(plain_float32_copy(generator),
-                               plain_float32_copy(discriminator), args.lr)
+    reference = reference_step(portable_copy(generator), portable_copy(discriminator),
+                               args.lr)
     size = discriminator.input_shape[1]
 
     start = time.perf_counter()
@@ -227,14 +214,17 @@ def measure_end_to_end(name, options):
         pixels, _, _ = script.read_images(options.end_to_end, None)
     else:
         pixels, _, _ = script.read_images(options.end_to_end)
-    our_data = script_dataset(script, pixels, args)
-    run_epoch(lambda batch: ours(*batch), our_data)
+    # The script's way: one endless iterator, an epoch is `steps` batches of it.
+    our_batches = iter(script_dataset(script, pixels, args))
+    our_epoch = [None] * -(-len(pixels) // args.batch_size)
+    run_epoch(lambda _: ours(*next(our_batches)), our_epoch, args.batch_size, len(pixels))
     our_first = time.perf_counter() - start
 
     reference_rates, our_rates = [], []
     for _ in range(options.rounds):
         reference_rates.append(run_epoch(lambda batch: reference(batch), reference_data))
-        our_rates.append(run_epoch(lambda batch: ours(*batch), our_data))
+        our_rates.append(run_epoch(lambda _: ours(*next(our_batches)), our_epoch,
+                                   args.batch_size, len(pixels)))
     reference_rate = statistics.median(reference_rates)
     our_rate = statistics.median(our_rates)
     return {
@@ -250,20 +240,20 @@ def measure_end_to_end(name, options):
     }
 
 
-def run_epoch(step, dataset):
-    """img/s of one whole epoch of `step` over `dataset`."""
+def run_epoch(step, dataset, batch_size=None, count=None):
+    """img/s of one whole epoch of `step` over `dataset` (or `count` images in batches)."""
     start, images, result = time.perf_counter(), 0, None
     for batch in dataset:
         result = step(batch)
-        images += int((batch[0] if isinstance(batch, tuple) else batch).shape[0])
+        images += int(batch.shape[0]) if batch is not None else min(batch_size, count - images)
     float(result if result.shape.rank == 0 else result[0])
     return images / (time.perf_counter() - start)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scripts", nargs="*", choices=SCRIPTS, default=list(SCRIPTS),
-                        metavar="SCRIPT", help="which scripts (default: all four)")
+    parser.add_argument("scripts", nargs="*", metavar="SCRIPT",
+                        help="which scripts (default: all four)")
     parser.add_argument("--rounds", type=int, default=7, help="turns each (default: 7)")
     parser.add_argument("--steps", type=int, default=8, help="steps per turn (default: 8)")
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps (default: 4)")
@@ -275,6 +265,10 @@ def main():
                         help="time whole epochs on this folder of images instead")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    options.scripts = options.scripts or list(SCRIPTS)
+    for name in options.scripts:
+        if name not in SCRIPTS:
+            parser.error(f"unknown script {name}; choose from {', '.join(SCRIPTS)}")
 
     if options.one:  # The child process: measure one script, print its result as JSON.
         measure = measure_end_to_end if options.end_to_end else measure_steps

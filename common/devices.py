@@ -138,3 +138,19 @@ def describe(strategy, policy, jit):
 def set_policy(policy):
     """Make `policy` the Keras dtype policy of the models built after this call."""
     keras.mixed_precision.set_global_policy(policy)
+
+
+def portable_copy(model):
+    """`model` with the same weights in float32 layers and ordinary BatchNorm: what is saved
+    as generator.keras, so it loads and runs anywhere (bfloat16 convolutions, for one, do
+    not run on older GPUs), whatever precision and devices trained it."""
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        if "synchronized" in config:
+            config["synchronized"] = False
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

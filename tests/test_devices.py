@@ -149,6 +149,8 @@ def test_precision_and_jit_runs_train_and_save(tmp_path, tiny_data, flags, line)
     generator = keras.saving.load_model(out / "generator.keras")
     images = generator(tf.zeros([2, 128]))
     assert images.dtype == tf.float32 and images.shape == (2, 28, 28, 1)
+    # Saved in float32 whatever trained it, so it runs anywhere (old GPUs lack bfloat16).
+    assert {layer.compute_dtype for layer in generator.layers} == {"float32"}
     latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
     names = [name for name, _ in tf.train.list_variables(latest)]
     # float16 runs keep a loss scale in the checkpoint, so --resume goes on with it.
