@@ -225,7 +225,8 @@ def test_each_batch_brings_its_own_fresh_noise(script):
     assert not np.allclose(first, second)  # Each epoch draws new noise.
     if script == "train_faces.py":  # Seed 003's uniform noise, or normal when asked.
         assert first.min() >= -1 and first.max() <= 1
-        normal = np.concatenate([noise for _, noise in dataset_of(script, pixels, 5, "normal")])
+        normal = np.concatenate([noise for _, noise in dataset_of(script, pixels, 5, "normal")
+                                 .take(2)])
         assert np.abs(normal).max() > 1
     else:
         assert np.abs(first).max() > 1 and abs(first.mean()) < 0.2
