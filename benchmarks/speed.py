@@ -25,6 +25,7 @@ Not part of the test run; see BENCHMARKS.md for the figures.
 import argparse
 import importlib
 import inspect
+import itertools
 import json
 import platform
 import resource
@@ -107,13 +108,13 @@ def script_dataset(script, pixels, args):
     return script.load_dataset(**{name: options[name] for name in names})
 
 
-def images_per_second(run, count, steps, batch_size):
+def images_per_second(run, steps, batch_size):
     start = time.perf_counter()
     result = None
     for _ in range(steps):
         result = run()
     float(result if result.shape.rank == 0 else result[0])  # Wait for the device.
-    return steps * batch_size / (time.perf_counter() - start) if count else 0.0
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 def measure_steps(name, options):
@@ -156,9 +157,9 @@ def measure_steps(name, options):
         float(run_ours()[0])
     reference_rates, our_rates = [], []
     for _ in range(options.rounds):  # Taking turns spreads slow spells over both.
-        reference_rates.append(images_per_second(run_reference, 1, options.steps,
+        reference_rates.append(images_per_second(run_reference, options.steps,
                                                  args.batch_size))
-        our_rates.append(images_per_second(run_ours, 1, options.steps, args.batch_size))
+        our_rates.append(images_per_second(run_ours, options.steps, args.batch_size))
 
     # The input pipeline alone, on the full-size array: epochs after the first.
     batches = iter(script_dataset(script, pixels, args))
@@ -206,25 +207,25 @@ def measure_end_to_end(name, options):
         options.end_to_end, labels=None, image_size=(size, size),
         batch_size=args.batch_size, shuffle=True, seed=0, verbose=False
     ).map(lambda batch: batch / 127.5 - 1.0).prefetch(tf.data.AUTOTUNE)
-    reference_epoch1 = run_epoch(lambda batch: reference(batch), reference_data)
+    reference_epoch1 = run_epoch(reference, reference_data)
     reference_first = time.perf_counter() - start
 
     start = time.perf_counter()
     if name == "train_artworks.py":
-        pixels, _, _ = script.read_images(options.end_to_end, None)
+        pixels, _, _ = script.read_images(options.end_to_end, args.artist or ["Rembrandt"])
     else:
         pixels, _, _ = script.read_images(options.end_to_end)
     # The script's way: one endless iterator, an epoch is `steps` batches of it.
     our_batches = iter(script_dataset(script, pixels, args))
-    our_epoch = [None] * -(-len(pixels) // args.batch_size)
-    run_epoch(lambda _: ours(*next(our_batches)), our_epoch, args.batch_size, len(pixels))
+    steps = -(-len(pixels) // args.batch_size)
+    run_epoch(lambda batch: ours(*batch), itertools.islice(our_batches, steps))
     our_first = time.perf_counter() - start
 
     reference_rates, our_rates = [], []
     for _ in range(options.rounds):
-        reference_rates.append(run_epoch(lambda batch: reference(batch), reference_data))
-        our_rates.append(run_epoch(lambda _: ours(*next(our_batches)), our_epoch,
-                                   args.batch_size, len(pixels)))
+        reference_rates.append(run_epoch(reference, reference_data))
+        our_rates.append(run_epoch(lambda batch: ours(*batch),
+                                   itertools.islice(our_batches, steps)))
     reference_rate = statistics.median(reference_rates)
     our_rate = statistics.median(our_rates)
     return {
@@ -240,12 +241,12 @@ def measure_end_to_end(name, options):
     }
 
 
-def run_epoch(step, dataset, batch_size=None, count=None):
-    """img/s of one whole epoch of `step` over `dataset` (or `count` images in batches)."""
+def run_epoch(step, batches):
+    """img/s of `step` over one epoch of `batches` (images, or (images, noise) pairs)."""
     start, images, result = time.perf_counter(), 0, None
-    for batch in dataset:
+    for batch in batches:
         result = step(batch)
-        images += int(batch.shape[0]) if batch is not None else min(batch_size, count - images)
+        images += int((batch[0] if isinstance(batch, tuple) else batch).shape[0])
     float(result if result.shape.rank == 0 else result[0])
     return images / (time.perf_counter() - start)
 
