@@ -23,17 +23,20 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from common.devices import (add_device_arguments, choose_jit, choose_policy, choose_strategy,
-                            describe, is_chief, portable_copy, set_policy)
+from common.devices import (choose_jit, choose_policy, choose_strategy, describe, is_chief,
+                            portable_copy, set_policy)
+from common.ema import copy_weights, restore, update_average
 from common.images import IMAGE_EXTENSIONS, describe_skipped, find_images, load_images
 from common.losses import discriminator_loss, generator_loss, global_batch_size, mean_probability
 from common.noise import with_noise
 from common.optimizers import make_adam
-from common.plotting import plot_d_probs, plot_losses, save_image_grid, write_gif
-from common.progress import EpochLog, steps_per_epoch
+from common.plotting import plot_d_probs, plot_losses, plot_quality, save_image_grid, write_gif
+from common.progress import EpochLog, steps_per_epoch, write_tensorboard
+from common.quality import make_meter
 from common.run import (StopOnInterrupt, add_common_arguments, atomic_write, clear_run,
-                        load_args, merge_resumed_args, parse_args, prepare_out_dir,
-                        read_history, sample_path, sample_paths, save_args, write_history)
+                        disk_errors_exit, latest_checkpoint, load_args, merge_resumed_args,
+                        parse_args, prepare_out_dir, read_history, sample_path, sample_paths,
+                        save_args, write_history)
 
 IMAGE_SIZE = 64
 SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
@@ -213,7 +216,8 @@ def main(argv=None):
         strategy = choose_strategy(args.strategy)
         chief = is_chief(strategy)  # Only the chief writes the run's files.
         policy, jit = choose_policy(args.precision), choose_jit(args.jit, strategy)
-        resuming = prepare_out_dir(out_dir, args.resume, args.overwrite, writer=chief)
+        resuming = prepare_out_dir(out_dir, args.resume or bool(args.resume_from),
+                                   args.overwrite, writer=chief)
         if resuming:
             args = merge_resumed_args(args, explicit, load_args(out_dir),
                                       fixed=("latent_dim", "noise"))
@@ -229,12 +233,12 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     set_policy(policy)  # The models below compute in this precision.
-    dataset = strategy.experimental_distribute_dataset(
-        load_dataset(images, args.batch_size, args.seed, args.flip, args.latent_dim,
-                     args.noise))
     with strategy.scope():  # Variables made here are mirrored on every device.
         generator = make_generator(args.latent_dim)
         discriminator = make_discriminator()
+        # --ema: a moving average of G's weights that never trains (common/ema.py). It
+        # draws the samples and is the generator.keras a run leaves.
+        ema_generator = make_generator(args.latent_dim) if args.ema else None
         generator_optimizer = make_adam(args.lr, policy)
         discriminator_optimizer = make_adam(args.lr, policy)
         # Build the optimizers' slots now, inside the scope: a checkpoint can restore into
@@ -250,18 +254,33 @@ def main(argv=None):
         generator=generator, discriminator=discriminator,
         generator_optimizer=generator_optimizer, discriminator_optimizer=discriminator_optimizer,
         epochs_done=epochs_done, fixed_noise=fixed_noise)
+    if args.ema:
+        copy_weights(ema_generator, generator)  # The average starts where G starts.
+        checkpoint.ema_generator = ema_generator
+    sampler = ema_generator if args.ema else generator  # Draws every sample a user sees.
     # Every worker takes part in a save; the chief's is the run's, the others' are scratch.
     checkpoint_dir = out_dir / "checkpoints" if chief else Path(tempfile.mkdtemp())
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
-    latest = tf.train.latest_checkpoint(out_dir / "checkpoints")
+    try:  # --resume-from: later checkpoints and samples are moved aside, not deleted.
+        latest = latest_checkpoint(out_dir, args.resume_from if chief else None)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
+                                         max_to_keep=args.keep_checkpoints)
     if resuming and latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        restore(checkpoint, latest, ema_generator, generator)
         for optimizer in (generator_optimizer, discriminator_optimizer):
             optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
         print(f"resuming {out_dir} after epoch {int(epochs_done)}")
     history = read_history(out_dir, int(epochs_done))
     if chief:
         save_args(out_dir, args)
+    # --eval-every: FID and KID of the samples against the real images (None when off, or
+    # when InceptionV3's weights cannot be had: then it says so once and training goes on).
+    meter = (make_meter(images, args.eval_count, out_dir / "inception_real.npz",
+                        args.inception_weights, args.seed)
+             if args.eval_every and chief else None)
+    board = (tf.summary.create_file_writer(str(out_dir / "tensorboard"))
+             if args.tensorboard and chief else None)
 
     # One compiled call per step: each device runs train_step on its share of the batch
     # (compiled by XLA per device when jit is on), and the metrics, each device's share
@@ -272,8 +291,16 @@ def main(argv=None):
     def distributed_step(real, noise):
         metrics = strategy.run(replica_step, args=(real, noise, generator, discriminator,
                                                    generator_optimizer, discriminator_optimizer))
+        if args.ema:  # Fixed when traced: without an average this step has no extra work.
+            update_average(ema_generator, generator, args.ema, generator_optimizer.iterations)
         return strategy.reduce("SUM", metrics, axis=None)
 
+    # The data's shuffles and noise are seeded by the finished epochs too, so a resumed
+    # run goes on with new batches instead of replaying epoch 1's.
+    data_seed = args.seed + 7919 * int(epochs_done)
+    dataset = strategy.experimental_distribute_dataset(
+        load_dataset(images, args.batch_size, data_seed, args.flip, args.latent_dim,
+                     args.noise))
     # One iterator for the whole run: the data set repeats, an epoch is `steps` batches
     # (the last one smaller), and no epoch waits for a new iterator to start.
     batches = iter(dataset)
@@ -298,24 +325,39 @@ def main(argv=None):
             if interrupt.requested:
                 # Mid-epoch: epochs_done still counts finished epochs, so --resume runs
                 # this epoch again from these weights.
-                path = manager.save(checkpoint_number=int(generator_optimizer.iterations.numpy()))
+                with disk_errors_exit(out_dir, manager):
+                    path = manager.save(
+                        checkpoint_number=int(generator_optimizer.iterations.numpy()))
                 print(f"saved {path}; continue with --resume --out-dir {out_dir}")
                 raise SystemExit(130)
 
             # Close the epoch. The checkpoint comes last, so it always describes an epoch
             # whose outputs are all on disk; a kill before it just repeats the epoch.
-            history.append(log.summary())
+            row = log.summary()
             stopping = epoch == args.epochs or steps_taken == args.max_steps
-            if chief and (epoch % args.sample_every == 0 or stopping):
-                save_image_grid(generator(fixed_noise, training=False), sample_path(out_dir, epoch))
-                write_gif(sample_paths(out_dir, epoch), out_dir / "progress.gif")
-            if chief:
-                write_history(out_dir, history)
-                plot_losses(history, out_dir / "losses.png")
-                plot_d_probs(history, out_dir / "d_probs.png")
-                atomic_write(out_dir / "generator.keras", portable_copy(generator).save)
-            epochs_done.assign(epoch)
-            manager.save(checkpoint_number=int(generator_optimizer.iterations.numpy()))
+            if meter and (epoch % args.eval_every == 0 or stopping):
+                row.update(meter.score(sampler, lambda count, seed: sample_noise(
+                    count, args.latent_dim, seed, args.noise)))
+            history.append(row)
+            # A full disk or a lost folder stops the run with one line; every file is
+            # written atomically, so the last good epoch's files are kept.
+            with disk_errors_exit(out_dir, manager):
+                grid = None
+                if chief and (epoch % args.sample_every == 0 or stopping):
+                    grid = save_image_grid(sampler(fixed_noise, training=False),
+                                           sample_path(out_dir, epoch))
+                    write_gif(sample_paths(out_dir, epoch), out_dir / "progress.gif")
+                if chief:
+                    write_history(out_dir, history)
+                    plot_losses(history, out_dir / "losses.png")
+                    plot_d_probs(history, out_dir / "d_probs.png")
+                    if meter:
+                        plot_quality(history, out_dir / "quality.png")
+                    if board:
+                        write_tensorboard(board, row, grid)
+                    atomic_write(out_dir / "generator.keras", portable_copy(sampler).save)
+                epochs_done.assign(epoch)
+                manager.save(checkpoint_number=int(generator_optimizer.iterations.numpy()))
             if steps_taken == args.max_steps:
                 print(f"stopped after --max-steps {args.max_steps}")
                 break

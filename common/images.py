@@ -6,20 +6,30 @@ file into a small uint8 RGB square exactly once, skipping the files that are not
 and, given a cache folder, keeps the result on disk so later runs skip decoding too. The
 training scripts then feed batches from that uint8 array: no epoch decodes a JPEG again,
 and no float32 copy of the whole set ever exists.
+
+A folder is untrusted input: a file that is not a readable image (random bytes, a truncated
+or corrupted picture, a header declaring billions of pixels, a FIFO, a symlink loop, a file
+whose reading fails) is skipped with its reason; it never crashes, hangs or exhausts the
+memory of a run (tests/test_hostile_files.py).
 """
 
 import hashlib
 import json
 import os
 import shutil
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 MAX_PIXELS = 100_000_000  # Refuse a file that claims more pixels than this: a decompression bomb.
+# The formats of those extensions, whatever a file's name says. Left to itself Pillow tries
+# all of its ~40 readers on a file it does not recognise, rarely used ones included (and its
+# EPS reader runs Ghostscript).
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 CACHE_VERSION = 1  # Bump when decoding changes, so older caches are not reused.
 
 
@@ -43,13 +53,13 @@ def decode_image(path, size, crop=1.0):
     The picture is cut to a centered square whose side is `crop` times its shorter side,
     then shrunk to size x size with an antialiasing (Lanczos) filter. Grayscale, palette,
     CMYK and 16-bit images become RGB; transparent pixels are laid on white; a GIF gives
-    its first frame. Raises OSError or ValueError for anything that is not a readable image.
+    its first frame. Raises OSError or ValueError for anything that is not a readable image
+    (and, from a hostile file, Pillow may raise other exceptions: decode_images skips those).
     """
-    with Image.open(path) as image:
+    _check_before_opening(path)
+    with Image.open(path, formats=FORMATS) as image:
         width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ValueError(f"{width}x{height} pixels is more than this loader accepts "
-                             f"({MAX_PIXELS:,})")
+        _check_pixels(image.size)  # Opening read the header only: nothing is decoded yet.
         side = max(1, round(min(width, height) * crop))
         box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
         # A JPEG can be decoded at 1/2, 1/4 or 1/8 scale directly, far faster than in full:
@@ -63,6 +73,44 @@ def decode_image(path, size, crop=1.0):
         square = _to_rgb(image).crop(tuple(round(value) for value in box))
         picture = square.resize((size, size), Image.Resampling.LANCZOS)
         return np.asarray(picture, dtype=np.uint8)
+
+
+def _check_before_opening(path):
+    """Refuse what Pillow must not open: anything but a regular file, and a WebP declaring
+    more than MAX_PIXELS."""
+    # Opening a FIFO for reading waits for a writer, forever, and a device such as
+    # /dev/zero never ends. A dangling symlink or a symlink loop fails here, with its reason.
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file")
+    # Pillow's WebP reader allocates the whole canvas while it opens the file, before
+    # anyone can look at the size; the other readers read only the header to open.
+    with open(path, "rb") as file:
+        _check_pixels(_webp_size(file.read(30)))
+
+
+def _check_pixels(size):
+    """Refuse a declared (width, height) above MAX_PIXELS, before any pixel is decoded."""
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(f"{size[0]}x{size[1]} pixels is more than this loader accepts "
+                         f"({MAX_PIXELS:,})")
+
+
+def _webp_size(header):
+    """The canvas (width, height) the first 30 bytes of a WebP file declare; None for other
+    files, or a header too short to say."""
+    if len(header) < 30 or header[:4] != b"RIFF" or header[8:12] != b"WEBP":
+        return None
+    chunk = header[12:16]
+    if chunk == b"VP8X":  # Extended (alpha, animation): 24-bit sizes minus one.
+        return (int.from_bytes(header[24:27], "little") + 1,
+                int.from_bytes(header[27:30], "little") + 1)
+    if chunk == b"VP8 " and header[23:26] == b"\x9d\x01\x2a":  # Lossy: 14-bit sizes.
+        return (int.from_bytes(header[26:28], "little") & 0x3FFF,
+                int.from_bytes(header[28:30], "little") & 0x3FFF)
+    if chunk == b"VP8L" and header[20] == 0x2F:  # Lossless: 14-bit sizes minus one.
+        bits = int.from_bytes(header[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
 
 
 def _to_rgb(image):
@@ -97,7 +145,11 @@ def decode_images(paths, size, crop=1.0, workers=None, out=None):
         try:
             pixels[index] = decode_image(path, size, crop)
             return None
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        except Exception as error:
+            # Any error one file raises skips that file, never the run: Pillow's readers
+            # raise OSError, ValueError, SyntaxError or DecompressionBombError, but a hostile
+            # file can also bring MemoryError, a DecompressionBombWarning (when warnings are
+            # errors) or, in other Pillow versions, EOFError, struct.error, IndexError...
             return path, _reason(error)
 
     with ThreadPoolExecutor(workers) as pool:
@@ -127,9 +179,13 @@ def cache_key(paths, size, crop, root):
     or when the decoding settings change."""
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, size, crop]).encode())
     for path in paths:
-        status = os.stat(path)
-        digest.update(f"{os.path.relpath(path, root)}\0{status.st_size}\0"
-                      f"{status.st_mtime_ns}\n".encode())
+        try:
+            status = os.stat(path)
+            size, mtime = status.st_size, status.st_mtime_ns
+        except OSError:  # A dangling symlink or a symlink loop: decoding skips it.
+            size = mtime = -1
+        digest.update(f"{os.path.relpath(path, root)}\0{size}\0{mtime}\n"
+                      .encode(errors="surrogateescape"))
     return digest.hexdigest()[:20]
 
 
@@ -189,7 +245,14 @@ def describe_skipped(skipped, total, shown=3):
     """One line for the files that could not be read, naming the first few."""
     if not skipped:
         return None
-    examples = "; ".join(f"{path} ({reason})" for path, reason in skipped[:shown])
+    examples = "; ".join(f"{_printable(str(path))} ({_printable(reason)})"
+                         for path, reason in skipped[:shown])
     more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
     return (f"skipped {len(skipped)} of {total} files that are not readable images: "
             f"{examples}{more}")
+
+
+def _printable(text):
+    """`text` with what would break the line escaped: a newline, a control character, or a
+    byte of a file name that is not UTF-8 (which print() cannot encode on a UTF-8 terminal)."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

@@ -112,6 +112,29 @@ def plot_d_probs(history, path):
     _finish(figure, axes, path)
 
 
+def plot_quality(history, path):
+    """FID and KID per scored epoch (rows with a "fid" value), on two axes.
+
+    Both fall as samples get closer to the real images; KID, unbiased, is the one to
+    trust when the image count is small.
+    """
+    rows = [row for row in history if "fid" in row]
+    epochs = [row["epoch"] for row in rows]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    style = _line_style(epochs)
+    axes.plot(epochs, [row["fid"] for row in rows], color="tab:blue", label="FID", **style)
+    axes.set(xlabel="epoch", ylabel="FID (lower is better)", title="Sample quality")
+    kid_axes = axes.twinx()
+    kid_axes.plot(epochs, [row["kid"] for row in rows], color="tab:orange", label="KID",
+                  **style)
+    kid_axes.set_ylabel("KID (lower is better)")
+    axes.legend(handles=axes.get_lines() + kid_axes.get_lines(), loc="upper right")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+    plt.close(figure)
+
+
 def _line_style(epochs):
     # Mark each epoch's point while there are few, or a one-epoch run draws an empty plot.
     return {"marker": "." if len(epochs) < 50 else None}

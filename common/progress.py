@@ -84,6 +84,20 @@ class EpochLog:
             print(text, file=self.stream, flush=True)
 
 
+def write_tensorboard(writer, row, grid=None):
+    """Log an epoch's history row (losses, D(x), D(G(z)), img/s, FID and KID when scored)
+    as TensorBoard scalars at step = epoch, and its sample grid (uint8) as an image."""
+    import tensorflow as tf  # Only runs with --tensorboard need it here.
+    with writer.as_default(step=row["epoch"]):
+        for name, value in row.items():
+            if name != "epoch":
+                tf.summary.scalar(name, value)
+        if grid is not None:
+            grid = grid[..., None] if grid.ndim == 2 else grid  # Grayscale grids get a channel.
+            tf.summary.image("samples", grid[None])
+    writer.flush()  # So TensorBoard shows the epoch now, not when the buffer fills.
+
+
 def format_row(row, epochs):
     """The one fixed-format line printed per epoch."""
     width = len(str(epochs))

@@ -31,8 +31,10 @@ def run_script(script, *args, check=True, timeout=600):
 
 def snapshot(folder):
     """Every file under `folder` with its bytes: to prove a refused run changed nothing."""
+    # Not .lock: any run that gets as far as the out-dir holds its lock file (an empty
+    # file naming the process), refused or not.
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+            if p.is_file() and p.name != ".lock"}
 
 
 def optimizer_steps(out):

@@ -1,0 +1,480 @@
+"""Tests of common/quality.py (FID, KID, Inception features, the cached meter) and of the
+`python -m common.evaluate` command, all offline: InceptionV3 runs on random weights."""
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+
+from common import evaluate, quality
+from conftest import ENV, FASHION_SAMPLE, ROOT, run_script
+
+# --- FID on Gaussians with a known answer -------------------------------------------------
+
+
+def test_fid_of_identical_feature_sets_is_zero():
+    features = np.random.default_rng(0).normal(size=(500, 8))
+    assert quality.fid(features, features) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_of_diagonal_gaussians_matches_the_closed_form():
+    # Commuting (diagonal) covariances: FID = |m1 - m2|^2 + sum (sqrt(a_i) - sqrt(b_i))^2.
+    rng = np.random.default_rng(1)
+    mean_a, mean_b = np.array([0.0, 1.0, -1.0, 2.0, 0.5]), np.array([1.0, 1.0, 0.0, 0.0, 0.5])
+    variance_a = np.array([1.0, 4.0, 0.25, 1.0, 2.0])
+    variance_b = np.array([1.0, 1.0, 1.0, 9.0, 0.5])
+    a = rng.normal(mean_a, np.sqrt(variance_a), size=(100_000, 5))
+    b = rng.normal(mean_b, np.sqrt(variance_b), size=(100_000, 5))
+    expected = (np.sum((mean_a - mean_b) ** 2)
+                + np.sum((np.sqrt(variance_a) - np.sqrt(variance_b)) ** 2))
+    assert expected == pytest.approx(11.75)  # 6 from the means, 5.75 from the spreads.
+    assert quality.fid(a, b) == pytest.approx(expected, abs=0.15)
+
+
+def test_fid_of_non_commuting_covariances_matches_the_closed_form():
+    linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(2)
+    dimensions = 6
+    factor_a, factor_b = rng.normal(size=(2, dimensions, dimensions))
+    covariance_a = factor_a @ factor_a.T / dimensions + 0.5 * np.eye(dimensions)
+    covariance_b = factor_b @ factor_b.T / dimensions + 0.2 * np.eye(dimensions)
+    assert not np.allclose(covariance_a @ covariance_b, covariance_b @ covariance_a)
+    mean_a, mean_b = rng.normal(size=(2, dimensions))
+    a = rng.multivariate_normal(mean_a, covariance_a, size=20000)
+    b = rng.multivariate_normal(mean_b, covariance_b, size=20000)
+    # tr((A^1/2 B A^1/2)^1/2), computed by scipy's matrix square root, not by metrics.py.
+    root_a = np.real(linalg.sqrtm(covariance_a))
+    cross = np.real(np.trace(linalg.sqrtm(root_a @ covariance_b @ root_a)))
+    expected = (np.sum((mean_a - mean_b) ** 2) + np.trace(covariance_a)
+                + np.trace(covariance_b) - 2 * cross)
+    assert quality.fid(a, b) == pytest.approx(expected, abs=0.05 * max(expected, 1))
+
+
+# --- KID: unbiased, on 1-D Gaussians --------------------------------------------------------
+
+
+def cubic_mmd2(mean_a, sd_a, mean_b, sd_b):
+    """Population MMD^2 of N(mean_a, sd_a^2) and N(mean_b, sd_b^2) under (xy + 1)^3
+    = x^3 y^3 + 3 x^2 y^2 + 3 xy + 1, from their first three moments."""
+    def moments(mean, sd):
+        return mean, mean ** 2 + sd ** 2, mean ** 3 + 3 * mean * sd ** 2
+    (a1, a2, a3), (b1, b2, b3) = moments(mean_a, sd_a), moments(mean_b, sd_b)
+    return (a3 - b3) ** 2 + 3 * (a2 - b2) ** 2 + 3 * (a1 - b1) ** 2
+
+
+def diagonal_excess(sample):
+    """E k(x, x) - E k(x, x') for the 1-D cubic kernel: a V-statistic's within-set mean
+    over m^2 pairs counts the m diagonal terms, which adds this / m to its expectation."""
+    x = sample[:, 0]
+    same = np.mean((x ** 2 + 1) ** 3)
+    independent = np.mean(x ** 3) ** 2 + 3 * np.mean(x ** 2) ** 2 + 3 * np.mean(x) ** 2 + 1
+    return same - independent
+
+
+@pytest.mark.parametrize("mean_a, sd_a, mean_b, sd_b, tolerance",
+                         [(0.5, 0.5, 0.0, 0.5, 0.05), (0.0, 0.5, 0.0, 0.5, 0.02)])
+def test_kid_is_unbiased_for_one_dimensional_gaussians(mean_a, sd_a, mean_b, sd_b, tolerance):
+    rng = np.random.default_rng(3)
+    a = rng.normal(mean_a, sd_a, size=(1_000_000, 1))
+    b = rng.normal(mean_b, sd_b, size=(1_000_000, 1))
+    size = 10  # Tiny subsets: the biased form would be off by a lot.
+    mean, _ = quality.kid(a, b, subset_size=size, subsets=20000, seed=0)
+    expected = cubic_mmd2(mean_a, sd_a, mean_b, sd_b)
+    assert mean == pytest.approx(expected, abs=tolerance)
+    # The biased V-statistic expects `expected + bias`: far outside the tolerance, so this
+    # test fails if kid() counted the diagonal.
+    bias = (diagonal_excess(a) + diagonal_excess(b)) / size
+    assert bias > 5 * tolerance
+
+
+def test_kid_caps_the_subset_size_and_is_reproducible():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(30, 16)), rng.normal(0.5, size=(40, 16))
+    first = quality.kid(a, b, subset_size=1000, subsets=5, seed=7)  # Capped at 30.
+    assert first == quality.kid(a, b, subset_size=1000, subsets=5, seed=7)
+    assert first[0] > 0 and math.isfinite(first[1])
+    with pytest.raises(ValueError, match="at least 2"):
+        quality.kid(a[:1], b)
+
+
+# --- InceptionV3 and its features -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def inception():
+    """Random-weights InceptionV3, built as the training scripts do: under a global
+    mixed_bfloat16 policy (restored afterwards). `policy_after` is the global policy
+    load_inception left behind."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = quality.load_inception(None)
+        policy_after = keras.config.dtype_policy().name
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return SimpleNamespace(model=model, policy_after=policy_after)
+
+
+@pytest.fixture(scope="session")
+def weights_file(inception, tmp_path_factory):
+    """The random Inception weights saved as a file: what --inception-weights PATH takes."""
+    path = tmp_path_factory.mktemp("inception") / "inception.weights.h5"
+    inception.model.save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_pixels():
+    """Fashion-MNIST sample images, uint8 (N, 28, 28, 1)."""
+    import train_fashion_mnist
+    images, _ = train_fashion_mnist.read_train_images(FASHION_SAMPLE)
+    return images
+
+
+def test_features_of_grayscale_uint8_and_color_float_images(inception):
+    rng = np.random.default_rng(5)
+    gray = rng.integers(0, 256, size=(3, 28, 28, 1), dtype=np.uint8)
+    color = rng.uniform(-1, 1, size=(5, 64, 64, 3)).astype(np.float32)
+    for images in (gray, color):
+        features = quality.inception_features(inception.model, images, batch_size=2)
+        assert features.shape == (len(images), 2048)
+        assert np.isfinite(features).all() and features.std() > 0
+
+
+def test_uint8_images_give_the_features_of_the_same_images_in_minus_one_to_one(
+        inception, real_pixels):
+    pixels = real_pixels[:4]
+    as_floats = pixels.astype(np.float32) / 127.5 - 1.0
+    from_uint8 = quality.inception_features(inception.model, pixels)
+    np.testing.assert_allclose(quality.inception_features(inception.model, as_floats),
+                               from_uint8, rtol=1e-5, atol=1e-7)
+    # Another scale (here [0, 1]) is a different input: the test can tell them apart.
+    other = quality.inception_features(inception.model, pixels.astype(np.float32) / 255.0)
+    assert not np.allclose(other, from_uint8, rtol=1e-3, atol=0)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        quality.inception_features(inception.model, pixels.astype(np.float32))
+
+
+def test_inception_stays_float32_under_a_global_mixed_bfloat16_policy(inception, real_pixels):
+    assert inception.policy_after == "mixed_bfloat16"  # The caller's policy is restored.
+    assert {layer.dtype_policy.name for layer in inception.model.layers} == {"float32"}
+    # Same weights in a model built under float32 outright: the features agree to float32
+    # precision (bfloat16 compute would be off by about 1%).
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        reference = keras.applications.InceptionV3(include_top=False, pooling="avg",
+                                                   weights=None, input_shape=(299, 299, 3))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    reference.set_weights(inception.model.get_weights())
+    images = real_pixels[:3]
+    features = quality.inception_features(inception.model, images)
+    expected = quality.inception_features(reference, images)
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def one_line_error(call):
+    with pytest.raises(ValueError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message and 20 < len(message) < 500, message
+    return message
+
+
+def test_missing_weights_file_is_a_one_line_value_error(tmp_path):
+    message = one_line_error(lambda: quality.load_inception(tmp_path / "nope.h5"))
+    assert "nope.h5 does not exist" in message and "--inception-weights" in message
+
+
+def test_unreadable_weights_file_is_a_one_line_value_error(tmp_path):
+    broken = tmp_path / "broken.weights.h5"
+    broken.write_bytes(b"not an h5 file\n" * 100)
+    message = one_line_error(lambda: quality.load_inception(broken))
+    assert "cannot load InceptionV3 weights from" in message and "broken.weights.h5" in message
+
+
+def test_failed_download_is_a_one_line_value_error_and_keeps_the_policy(monkeypatch):
+    from keras.src.applications import inception_v3
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example: None -- [Errno -2]\n"
+                        "Name or service not known")
+    monkeypatch.setattr(inception_v3.file_utils, "get_file", offline)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        message = one_line_error(lambda: quality.load_inception("imagenet"))
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert "cannot download" in message and "URL fetch failure" in message
+    assert "~/.keras/models" in message and "--inception-weights PATH" in message
+
+
+def test_make_meter_without_weights_says_so_in_one_line_and_returns_none(
+        tmp_path, capsys, real_pixels):
+    meter = quality.make_meter(real_pixels, 16, tmp_path / "cache.npz", tmp_path / "nope.h5")
+    assert meter is None
+    lines = capsys.readouterr()
+    lines = (lines.out + lines.err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("FID/KID skipped: "), lines
+    assert not (tmp_path / "cache.npz").exists()
+
+
+# --- The meter --------------------------------------------------------------------------------
+
+
+def tiny_feature_model(seed):
+    """A cheap stand-in for InceptionV3 (299x299x3 -> 2048) for the cache tests."""
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    return keras.Sequential([keras.Input((299, 299, 3)), keras.layers.AveragePooling2D(13),
+                             keras.layers.Flatten(),
+                             keras.layers.Dense(2048, kernel_initializer=initializer)])
+
+
+@pytest.fixture
+def count_feature_calls(monkeypatch):
+    """Counts the images inception_features is asked for, by caller (meter/generator)."""
+    counted = {"images": 0}
+    original = quality.inception_features
+
+    def counting(model, images, batch_size=50):
+        counted["images"] += len(images)
+        return original(model, images, batch_size)
+    monkeypatch.setattr(quality, "inception_features", counting)
+    return counted
+
+
+def test_meter_caches_the_real_features_and_recomputes_when_the_key_changes(
+        tmp_path, capsys, real_pixels, count_feature_calls):
+    model = tiny_feature_model(0)
+    cache = tmp_path / "inception_real.npz"
+
+    def meter(images=real_pixels, count=24, feature_model=model):
+        before = count_feature_calls["images"]
+        made = quality.QualityMeter(images, count, cache, seed=0, model=feature_model)
+        return made, count_feature_calls["images"] - before
+
+    first, computed = meter()
+    assert computed == 24 and cache.is_file()
+    stored = np.load(cache)
+    assert stored["features"].dtype == np.float32 and stored["features"].shape == (24, 2048)
+    assert int(stored["count"]) == 24
+    written = cache.stat().st_mtime_ns
+
+    again, computed = meter()
+    assert computed == 0 and cache.stat().st_mtime_ns == written  # Read, not recomputed.
+    np.testing.assert_array_equal(again.real_features, first.real_features)
+
+    assert meter(count=16)[1] == 16  # Another N.
+    changed = real_pixels.copy()
+    changed[np.arange(len(changed)), 14, 14, 0] ^= 1  # One pixel of every image.
+    assert meter(images=changed, count=16)[1] == 16  # Other real images.
+    assert meter(count=16, feature_model=tiny_feature_model(1))[1] == 16  # Other weights.
+    assert meter(count=16, feature_model=tiny_feature_model(1))[1] == 0
+    cache.write_bytes(b"truncated")
+    assert meter(count=16, feature_model=tiny_feature_model(1))[1] == 16  # Unreadable.
+
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "biased upward" in line]
+    assert len(warnings) == 7 and "FID from 24 images" in warnings[0]  # One per meter.
+
+
+def test_meter_uses_all_real_images_when_there_are_fewer_than_count(tmp_path, capsys,
+                                                                   real_pixels):
+    meter = quality.QualityMeter(real_pixels[:20], 10000, None, model=tiny_feature_model(0))
+    assert meter.count == 20 and meter.real_features.shape == (20, 2048)
+    assert "FID from 20 images is biased upward" in capsys.readouterr().out
+    # The chosen subset is fixed by the seed, and differs between seeds.
+    pick = quality.choose_real(real_pixels, 10, seed=0)
+    np.testing.assert_array_equal(pick, quality.choose_real(real_pixels, 10, seed=0))
+    assert not np.array_equal(pick, quality.choose_real(real_pixels, 10, seed=1))
+
+
+def test_meter_no_warning_at_ten_thousand(monkeypatch, capsys):
+    # Skip the features: only the warning's threshold is under test here.
+    monkeypatch.setattr(quality, "inception_features",
+                        lambda model, images, batch_size=50: np.zeros((len(images), 2048)))
+    monkeypatch.setattr(quality, "weights_identity", lambda model: "fake")
+    images = np.zeros((10000, 2, 2, 1), np.uint8)
+    quality.QualityMeter(images, 10000, None, model=object())
+    assert "biased upward" not in capsys.readouterr().out
+
+
+class HeldOutImages:
+    """A 'generator' whose samples are real images the meter does not score against."""
+
+    def __init__(self, pixels):
+        self.pixels = pixels.astype(np.float32) / 127.5 - 1.0
+
+    def __call__(self, noise, training):
+        assert training is False
+        noise = np.asarray(noise)
+        index = (np.abs(noise[:, 0]) * 1e6).astype(int) % len(self.pixels)
+        return self.pixels[index]
+
+
+class NoiseImages:
+    """A 'generator' of noise-like images, a fixed function of its input noise."""
+
+    def __call__(self, noise, training):
+        noise = np.asarray(noise)
+        projection = np.random.default_rng(0).normal(size=(noise.shape[1], 28 * 28))
+        return np.tanh(noise @ projection).reshape(-1, 28, 28, 1).astype(np.float32)
+
+
+def sample_noise(count, seed):
+    import tensorflow as tf
+    return tf.random.stateless_normal([count, 16], seed)
+
+
+def test_meter_scores_real_looking_samples_better_than_noise(inception, real_pixels, tmp_path):
+    # Each FID of 2048-long features costs seconds on a small CPU: two scores only.
+    # Real images: the meter's 48 come from the first 1,000, the generator's from the rest.
+    meter = quality.QualityMeter(real_pixels[:1000], 48, tmp_path / "cache.npz",
+                                 model=inception.model, seed=0, batch_size=24)
+    real_like = meter.measure(HeldOutImages(real_pixels[1000:]), sample_noise)
+    noise = meter.score(NoiseImages(), sample_noise)
+    assert set(noise) == {"fid", "kid"} and real_like["count"] == 48
+    assert all(math.isfinite(value) for value in real_like.values())
+    assert real_like["fid"] < noise["fid"] / 2
+    assert real_like["kid"] < noise["kid"] / 2
+
+
+def test_meter_draws_the_same_noise_for_every_score(real_pixels):
+    meter = quality.QualityMeter(real_pixels[:100], 20, None, model=tiny_feature_model(0),
+                                 seed=3, batch_size=8)
+    seeds = []
+
+    def recording_noise(count, seed):
+        seeds.append((count, tuple(seed)))
+        return sample_noise(count, seed)
+    first = meter.generated_features(NoiseImages(), recording_noise)
+    np.testing.assert_array_equal(meter.generated_features(NoiseImages(), recording_noise), first)
+    assert seeds[:3] == seeds[3:] and [count for count, _ in seeds[:3]] == [8, 8, 4]
+    assert len({seed for _, seed in seeds[:3]}) == 3 and all(seed[0] == 3 for _, seed in seeds)
+
+
+def test_meter_reports_nan_for_a_diverged_generator(tmp_path, real_pixels):
+    meter = quality.QualityMeter(real_pixels[:8], 8, None, model=tiny_feature_model(0))
+    scores = meter.score(lambda noise, training: np.full((len(noise), 28, 28, 1), np.nan,
+                                                         np.float32), sample_noise)
+    assert math.isnan(scores["fid"]) and math.isnan(scores["kid"])
+
+
+# --- python -m common.evaluate ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory):
+    """A one-step Fashion-MNIST run on the shipped sample."""
+    out = tmp_path_factory.mktemp("evaluate") / "run"
+    run_script("train_fashion_mnist.py", "--data-dir", FASHION_SAMPLE, "--epochs", "1",
+               "--max-steps", "1", "--out-dir", out)
+    return out
+
+
+def run_evaluate(*args):
+    return subprocess.run([sys.executable, "-m", "common.evaluate", *map(str, args)],
+                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+
+
+def error_line(result):
+    """The one `error: ...` line a refused evaluation prints, and nothing like a traceback."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0] == result.stderr.strip().splitlines()[-1], result.stderr
+    return errors[0]
+
+
+def test_evaluate_scores_a_run_offline(fashion_run, weights_file):
+    cache = fashion_run / "inception_real.npz"
+    cache.unlink(missing_ok=True)
+    result = run_evaluate(fashion_run, "--dataset", "fashion_mnist", "--num", "32",
+                          "--inception-weights", weights_file, "--batch-size", "16")
+    assert result.returncode == 0, result.stdout + result.stderr
+    fid_value = float(re.search(r"^FID (\S+)$", result.stdout, re.M).group(1))
+    kid_mean, kid_std = map(float, re.search(r"^KID (\S+) ± (\S+)$", result.stdout, re.M).groups())
+    assert all(math.isfinite(value) for value in (fid_value, kid_mean, kid_std))
+    assert fid_value > 0  # One step of training is far from the real images.
+    assert "N 32 generated and 32 real images" in result.stdout
+    assert str(FASHION_SAMPLE) in result.stdout  # Where the real images came from.
+    assert "biased upward" in result.stdout
+    assert cache.is_file() and int(np.load(cache)["count"]) == 32
+
+
+def copy_run(fashion_run, folder, drop=()):
+    """A copy of the run's args.json and generator.keras, without the keys in `drop`."""
+    folder.mkdir()
+    shutil.copy(fashion_run / "generator.keras", folder / "generator.keras")
+    saved = json.loads((fashion_run / "args.json").read_text())
+    for name in drop:
+        saved.pop(name, None)
+    (folder / "args.json").write_text(json.dumps(saved))
+    return folder
+
+
+def test_evaluate_refuses_bad_runs_in_one_line(fashion_run, tmp_path):
+    message = error_line(run_evaluate(tmp_path / "missing"))
+    assert "missing does not exist" in message
+    (tmp_path / "empty").mkdir()
+    assert "has no generator.keras" in error_line(run_evaluate(tmp_path / "empty"))
+    old = copy_run(fashion_run, tmp_path / "old", drop=["dataset"])
+    message = error_line(run_evaluate(old))
+    assert "pass --dataset" in message and "fashion_mnist" in message
+
+
+def test_evaluate_refuses_bad_data_and_missing_weights_in_one_line(fashion_run, tmp_path):
+    message = error_line(run_evaluate(fashion_run, "--dataset", "fashion_mnist", "--data-dir",
+                                      tmp_path / "no_data", "--num", "8"))
+    assert "no_data does not exist" in message
+    message = error_line(run_evaluate(fashion_run, "--dataset", "fashion_mnist", "--num", "8",
+                                      "--inception-weights", tmp_path / "nope.h5"))
+    assert "nope.h5 does not exist" in message
+
+
+def test_evaluate_main_is_callable_from_python(fashion_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        evaluate.main([tmp_path / "missing"])
+    assert str(caught.value).startswith("error: ") and "\n" not in str(caught.value)
+    old = copy_run(fashion_run, tmp_path / "old", drop=["dataset"])
+    with pytest.raises(SystemExit, match="pass --dataset"):
+        evaluate.main([old])
+    saved = evaluate.read_run(old, dataset="fashion_mnist")  # --dataset supplies it.
+    assert saved["dataset"] == "fashion_mnist"
+
+
+def test_evaluate_reads_each_scripts_images_and_noise(shapes_folder, messy_folder):
+    folder, pixels = shapes_folder
+    for dataset in ("faces", "animals"):
+        script = evaluate.training_script(dataset)
+        images, source = evaluate.read_real_images(
+            script, {"dataset": dataset, "data_dir": str(folder), "cache_dir": None})
+        assert images.dtype == np.uint8 and images.shape == pixels.shape
+        assert str(folder) in source
+    # artworks: "artist": null in args.json means the script's default, Rembrandt.
+    root, _, _ = messy_folder
+    script = evaluate.training_script("artworks")
+    images, _ = evaluate.read_real_images(script, {"dataset": "artworks", "data_dir": str(root),
+                                                   "artist": None})
+    both, _ = evaluate.read_real_images(script, {"dataset": "artworks", "data_dir": str(root),
+                                                 "artist": ["Rembrandt", "Pablo_Picasso"]})
+    assert images.shape[1:] == (64, 64, 3) and 0 < len(images) < len(both)
+    # Faces draw uniform noise unless the run says normal; the others draw normal noise.
+    faces = evaluate.training_script("faces")
+    uniform = np.asarray(evaluate.noise_sampler(faces, {"dataset": "faces"}, 8)(500, (0, 1)))
+    assert uniform.shape == (500, 8) and uniform.min() >= -1 and uniform.max() <= 1
+    normal = np.asarray(evaluate.noise_sampler(faces, {"dataset": "faces", "noise": "normal"},
+                                               8)(500, (0, 1)))
+    assert np.abs(normal).max() > 1.5
+    animals = np.asarray(evaluate.noise_sampler(evaluate.training_script("animals"),
+                                                {"dataset": "animals"}, 8)(500, (0, 1)))
+    assert np.abs(animals).max() > 1.5
