@@ -478,3 +478,53 @@ def test_evaluate_reads_each_scripts_images_and_noise(shapes_folder, messy_folde
     animals = np.asarray(evaluate.noise_sampler(evaluate.training_script("animals"),
                                                 {"dataset": "animals"}, 8)(500, (0, 1)))
     assert np.abs(animals).max() > 1.5
+
+
+# --- --eval-every in a training run -----------------------------------------------------------
+
+
+def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, tiny_data,
+                                                                   weights_file):
+    import csv
+
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    flags = ("--data-dir", tiny_data, "--out-dir", out, "--eval-every", "2", "--eval-count",
+             "16", "--inception-weights", weights_file, "--tensorboard")
+    result = run_script("train_fashion_mnist.py", *flags, "--epochs", "3")
+    assert "FID from 16 images is biased upward" in result.stdout
+    assert result.stdout.count("computing the Inception features of 16 real images") == 1
+    # Epoch 2 is scored (every 2) and epoch 3 too (the last epoch always is).
+    assert len(re.findall(r"^FID [\d.]+ \| KID -?[\d.]+ ± [\d.]+ \(16 generated vs 16 real",
+                          result.stdout, re.M)) == 2
+    with open(out / "history.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["fid"] != "" for row in rows] == [False, True, True]
+    assert all(math.isfinite(float(rows[i][name])) for i in (1, 2) for name in ("fid", "kid"))
+    assert (out / "quality.png").stat().st_size > 0 and (out / "inception_real.npz").is_file()
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    for name in ("fid", "kid"):
+        logged = events.Tensors(name)
+        assert [event.step for event in logged] == [2, 3]
+        assert float(tf.make_ndarray(logged[0].tensor_proto)) == pytest.approx(
+            float(rows[1][name]), rel=1e-5)
+    # A resumed run reuses the cached real features instead of computing them again.
+    result = run_script("train_fashion_mnist.py", *flags, "--epochs", "4", "--resume")
+    assert "computing the Inception features" not in result.stdout
+    with open(out / "history.csv", newline="") as file:
+        assert [row["fid"] != "" for row in csv.DictReader(file)] == [False, True, True, True]
+
+
+def test_eval_every_without_weights_says_so_once_and_trains(tmp_path, tiny_data):
+    out = tmp_path / "run"
+    result = run_script("train_fashion_mnist.py", "--data-dir", tiny_data, "--out-dir", out,
+                        "--epochs", "2", "--eval-every", "1", "--inception-weights",
+                        tmp_path / "missing.h5")
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("FID/KID skipped")]
+    assert len(skipped) == 1 and "missing.h5" in skipped[0]
+    header = (out / "history.csv").read_text().splitlines()[0]
+    assert header == "epoch,d_loss,g_loss,d_real,d_fake,images_per_sec,seconds"
+    assert (out / "generator.keras").is_file() and not (out / "quality.png").exists()
