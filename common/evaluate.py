@@ -24,7 +24,9 @@ import math
 import sys
 from pathlib import Path
 
-from common.generate import whole_number  # An int flag type that loads no TensorFlow.
+# The generator is loaded and checked as common.generate does; its int flag type loads no
+# TensorFlow, so a typo is reported at once.
+from common.generate import load_generator, whole_number
 
 ROOT = Path(__file__).resolve().parent.parent  # The repo root, which holds the scripts.
 DATASETS = ("fashion_mnist", "faces", "animals", "artworks")
@@ -123,16 +125,6 @@ def noise_sampler(script, saved, latent_dim):
     return lambda count, seed: script.sample_noise(count, latent_dim, seed)
 
 
-def load_generator(path):
-    import keras
-    try:
-        return keras.saving.load_model(path)
-    except Exception as error:  # Truncated, from another Keras, not a model: say which.
-        raise ValueError(f"cannot load {path} ({type(error).__name__}: "
-                         f"{_one_line(error)[:200]}); train the run again or pass another "
-                         f"RUN_DIR") from None
-
-
 # --- Main ---------------------------------------------------------------------------------
 
 
@@ -144,6 +136,7 @@ def evaluate(run_dir, dataset=None, num=10000, data_dir=None, inception_weights=
     saved = read_run(run_dir, dataset)  # Before TensorFlow loads: bad paths fail at once.
     from common.quality import QualityMeter  # Imports TensorFlow: seconds.
 
+    generator, latent_dim, _ = load_generator(run_dir)  # Checked to map noise to images.
     script = training_script(saved["dataset"])
     try:
         images, source = read_real_images(script, saved, data_dir)
@@ -152,8 +145,6 @@ def evaluate(run_dir, dataset=None, num=10000, data_dir=None, inception_weights=
             raise ValueError(f"{error} (the run's data folder, from {run_dir / 'args.json'}; "
                              f"pass --data-dir to read the images elsewhere)") from None
         raise
-    generator = load_generator(run_dir / "generator.keras")
-    latent_dim = int(generator.input_shape[-1])
     if seed is None:
         seed = int(saved.get("seed", 0))
     meter = QualityMeter(images, num, run_dir / "inception_real.npz", inception_weights, seed,

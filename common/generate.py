@@ -23,8 +23,9 @@ import numpy as np
 BATCH_SIZE = 256  # Images per generator call: any --num fits in memory.
 
 
-class GenerateError(Exception):
-    """A problem the user can fix; main() prints it as one line, without a traceback."""
+class GenerateError(ValueError):
+    """A problem the user can fix; main() prints it as one line, without a traceback.
+    A ValueError, as common.evaluate, which loads generators here too, reports those."""
 
 
 # --- Noise and latent walks ---------------------------------------------------------------

@@ -430,6 +430,9 @@ def test_evaluate_refuses_bad_runs_in_one_line(fashion_run, tmp_path):
     old = copy_run(fashion_run, tmp_path / "old", drop=["dataset"])
     message = error_line(run_evaluate(old))
     assert "pass --dataset" in message and "fashion_mnist" in message
+    broken = copy_run(fashion_run, tmp_path / "broken")
+    (broken / "generator.keras").write_bytes(b"PK\x03\x04 cut short")
+    assert "is not a Keras model" in error_line(run_evaluate(broken))
 
 
 def test_evaluate_refuses_bad_data_and_missing_weights_in_one_line(fashion_run, tmp_path):
