@@ -4,8 +4,8 @@ The discriminators end in a Dense(1) without a sigmoid. Working on logits is the
 numerically safe form of the seeds' sigmoid + BinaryCrossentropy: a confident
 discriminator never produces log(0).
 
-Each function sums over the examples it is given and divides by `global_batch_size`,
-the number of images in the whole step. On one device that is the plain mean; when
+Each function sums over the examples it is given and divides by the number of images in
+the whole step (counted from the logits when not given). On one device that is the plain mean; when
 several devices share a batch (tf.distribute), each computes its share, and the shares
 (and their gradients) add up to the whole batch's mean.
 """
@@ -20,22 +20,41 @@ def _bce_sum(logits, label):
     return tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def discriminator_loss(real_logits, fake_logits, global_batch_size):
+def discriminator_loss(real_logits, fake_logits, global_batch_size=None):
     """D is rewarded for calling real images real (1) and generated images fake (0)."""
-    return (_bce_sum(real_logits, 1.0) + _bce_sum(fake_logits, 0.0)) / global_batch_size
+    batch_size = _global_count(real_logits) if global_batch_size is None else global_batch_size
+    return (_bce_sum(real_logits, 1.0) + _bce_sum(fake_logits, 0.0)) / batch_size
 
 
-def generator_loss(fake_logits, global_batch_size):
+def generator_loss(fake_logits, global_batch_size=None):
     """G is rewarded when D calls its images real: the non-saturating GAN loss."""
-    return _bce_sum(fake_logits, 1.0) / global_batch_size
+    batch_size = _global_count(fake_logits) if global_batch_size is None else global_batch_size
+    return _bce_sum(fake_logits, 1.0) / batch_size
 
 
-def mean_probability(logits, global_batch_size):
+def mean_probability(logits, global_batch_size=None):
     """Mean sigmoid of the logits: the D(x) and D(G(z)) that the progress line shows."""
-    return tf.reduce_sum(tf.sigmoid(tf.cast(logits, tf.float32))) / global_batch_size
+    batch_size = _global_count(logits) if global_batch_size is None else global_batch_size
+    return tf.reduce_sum(tf.sigmoid(tf.cast(logits, tf.float32))) / batch_size
+
+
+def step_metrics(d_loss, g_loss, real_logits, fake_logits):
+    """What a train step reports, as one float32 vector: d_loss, g_loss, D(x), D(G(z)),
+    the mean sign of D's real logits (how sure D is on real images, which adaptive
+    augmentation steers by), and this device's image count. Every entry but the count is
+    this device's share of a whole-batch mean, so the devices' vectors add up."""
+    batch_size = _global_count(real_logits)
+    real_sign = tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32))) / batch_size
+    return tf.stack([d_loss, g_loss, mean_probability(real_logits, batch_size),
+                     mean_probability(fake_logits, batch_size), real_sign,
+                     tf.cast(tf.shape(real_logits)[0], tf.float32)])
 
 
 def global_batch_size(batch):
     """Images in the whole step: this device's `batch` plus every other device's share."""
+    return _global_count(batch)
+
+
+def _global_count(batch):
     local = tf.cast(tf.shape(batch)[0], tf.float32)
     return tf.distribute.get_replica_context().all_reduce("SUM", local)

@@ -52,7 +52,7 @@ class EpochLog:
                 f"epoch (global step {self.first_step + self.done + index}): "
                 f"d_loss={d_loss}, g_loss={g_loss}")
         self.totals += values[:, :len(METRICS)].sum(axis=0)
-        self.images += int(values[:, len(METRICS)].sum())
+        self.images += int(values[:, -1].sum())  # The last entry counts the images.
         self.done += len(values)
         self.pending = []
 

@@ -1,525 +1,358 @@
-"""The run directory: what a run writes, how it is kept safe, and how it resumes.
+"""The run helper: everything around a training loop that is not the GAN itself.
 
-Layout of `--out-dir` (see README "What a run writes"):
+A script keeps its data, its models, its `train_step` and its loop, and calls `Run` at a
+few points whose names say what they do (in the spirit of Lightning Fabric and Hugging
+Face Accelerate):
 
-    samples/epoch_0001.png  progress.gif  losses.png  d_probs.png  history.csv
-    generator.keras  checkpoints/  args.json
-    quality.png  inception_real.npz     with --eval-every
-    tensorboard/                        with --tensorboard
+    run = Run(build_parser(), argv)           # flags, devices, precision, the out-dir
+    images = run.load_images(read_images, args)
+    with run.scope():                         # models on the chosen devices and precision
+        generator, discriminator = make_generator(...), make_discriminator()
+    step = run.setup(train_step, generator, discriminator, noise)   # optimizers, resume
+    for epoch in run.epochs():
+        for real, noise in run.batches(images):
+            run.log(step(real, noise))
+        run.end_epoch()                       # samples, GIF, history, plots, checkpoint
+
+What it owns: the tf.distribute strategy, mixed precision and XLA (common/devices.py);
+the out-dir and its lock, --resume, --resume-from and --overwrite (common/rundir.py);
+the checkpoint (both models, both optimizers, the generator's moving average, the
+augmentation strength, finished epochs, the fixed noise behind the sample grids); Ctrl-C
+and NaN stops; and what is written as an epoch closes. Every user error ends in one line
+`error: ...` and a non-zero exit, before anything of an earlier run is changed.
 """
 
-import argparse
 import contextlib
-import csv
-import errno
-import json
-import os
-import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-try:
-    import fcntl  # Locks the out-dir; POSIX only (Linux, macOS, Colab).
-except ImportError:  # Windows: runs there are not locked.
-    fcntl = None
+import keras
+import tensorflow as tf
 
-from common.devices import add_device_arguments
+from common.augment import AdaptiveProbability, augment, parse_policy
+from common.devices import (choose_jit, choose_policy, choose_strategy, describe, is_chief,
+                            portable_copy, set_policy)
+from common.ema import copy_weights, restore, update_average
+from common.flags import add_common_arguments, merge_resumed_args, parse_args
+from common.noise import with_noise
+from common.optimizers import make_adam
+from common.plotting import ProgressGif, plot_d_probs, plot_losses, plot_quality, save_image_grid
+from common.progress import EpochLog, steps_per_epoch, write_tensorboard
+from common.quality import make_meter
+from common.images import image_batches
+from common.rundir import (SAMPLE_PATTERN, atomic_write, clear_run, disk_errors_exit,
+                           load_args, prepare_out_dir, read_history, resume_point, roll_back,
+                           sample_path, sample_paths, save_args, write_history)
 
-# Any of these in an out-dir means a run lives there and must not be overwritten silently.
-RUN_OUTPUTS = (
-    "args.json", "history.csv", "checkpoints", "generator.keras", "progress.gif", "samples",
-    "losses.png", "d_probs.png", "quality.png", "inception_real.npz", "tensorboard",
-)
-HISTORY_COLUMNS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_sec", "seconds")
-# Columns only epochs scored with --eval-every have; empty in the other rows.
-QUALITY_COLUMNS = ("fid", "kid")
-SAMPLE_PATTERN = re.compile(r"^epoch_(\d+)\.png$")
-# --ema's default decay: see BENCHMARKS.md "EMA of the generator" for the measurement.
-EMA_DECAY = 0.99
-# Flags a resumed run does not take over from args.json (see merge_resumed_args).
-NOT_RESUMED = ("resume", "overwrite", "resume_from", "precision", "jit", "strategy")
-LOCK_NAME = ".lock"
-ROLLED_BACK = "rolled_back"  # Where --resume-from puts what came after the chosen epoch.
-
-
-def atomic_write(path, write):
-    """Call `write(temporary_path)`, then move the finished file over `path` in one step.
-
-    Readers see the old file or the new one, never half of one; if `write` fails or the
-    process is interrupted, the temporary file is removed and `path` is untouched. The
-    temporary name keeps the extension, so writers that choose a format by it still work.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(str(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
+# The GIF and the plots are for watching a run: redrawn at each checkpoint and otherwise at
+# most this often, so a short epoch does not spend its time re-encoding pictures.
+VIEW_SECONDS = 60
+# What each step's metrics vector holds (see common.losses.step_metrics).
+D_REAL_SIGN = 4
 
 
-# --- Command line -------------------------------------------------------------------------
+class Run:
+    """One training run. See the module's docstring for the calls a script makes."""
 
-class _Unset(list):
-    """A 'not typed' marker. A list, because argparse appends to a repeatable flag's
-    value; it copies the marker first, so a typed repeatable flag is not the marker."""
+    # The flags every script shares, with the script's defaults (common/flags.py).
+    add_arguments = staticmethod(add_common_arguments)
 
+    def __init__(self, parser, argv=None, fixed=("latent_dim", "noise")):
+        args, explicit = parse_args(parser, argv)
+        self.out_dir = Path(args.out_dir)
+        with _one_line_errors():
+            parse_policy(args.augment)  # Every flag is checked before anything is touched.
+            _refuse_out_dir_inside_data_dir(args)
+            # The strategy comes first: a multi-worker one must exist before TensorFlow starts.
+            self.strategy = choose_strategy(args.strategy)
+            self.chief = is_chief(self.strategy)  # Only the chief writes the run's files.
+            self.policy = choose_policy(args.precision)
+            self.jit = choose_jit(args.jit, self.strategy)
+            resume = args.resume or bool(args.resume_from)
+            self.resuming = prepare_out_dir(self.out_dir, resume, args.overwrite,
+                                            writer=self.chief)
+            self.checkpoint_path, done = None, 0
+            if self.resuming:
+                args = merge_resumed_args(args, explicit, load_args(self.out_dir), fixed)
+                if self.chief:
+                    self.checkpoint_path, done = resume_point(self.out_dir, args.resume_from)
+            self.augment_policy = parse_policy(args.augment)
+        if done >= args.epochs:
+            print(f"{self.out_dir} has already finished epoch {done} of --epochs "
+                  f"{args.epochs}; nothing to train (pass a larger --epochs to go on)")
+            raise SystemExit(0)
+        self.args = args
+        keras.utils.set_random_seed(args.seed)
+        set_policy(self.policy)  # The models built after this compute in this precision.
 
-_UNSET = _Unset()
+    # --- Set-up -------------------------------------------------------------------------
 
+    def load_images(self, read, *arguments):
+        """`read(*arguments)` -> (uint8 images, source record): the script's own reader,
+        with its errors turned into one line. The record goes into args.json."""
+        try:
+            images, source = read(*arguments)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        except KeyboardInterrupt:
+            print("\nCtrl-C while reading the images; nothing was changed", file=sys.stderr)
+            raise SystemExit(130) from None
+        print(f"{len(images)} training images from {source.get('description', source)}")
+        self.images, self.args.data_source = images, source
+        return images
 
-def parse_args(parser, argv=None):
-    """Parse `argv` and return (args, the set of flags the user gave explicitly).
+    def scope(self):
+        """Where to build the models: their variables go on every device of the strategy."""
+        return self.strategy.scope()
 
-    With argv=None the command line is read, except inside a notebook kernel (Colab,
-    Jupyter), whose own argv (`-f kernel.json`) is not meant for us: there it means [].
-    """
-    if argv is None:
-        argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
-    argv = [str(value) for value in argv]
-    args = parser.parse_args(argv)
-    # argparse fills in a default only for names missing from the namespace it is given,
-    # so parsing again over a namespace of sentinels shows which flags were typed.
-    probe = argparse.Namespace(**{name: _UNSET for name in vars(args)})
-    explicit = {name for name, value in vars(parser.parse_args(argv, probe)).items()
-                if value is not _UNSET}
-    return args, explicit
+    def setup(self, train_step, generator, discriminator, noise):
+        """Make both optimizers (Adam), the generator's moving average and the checkpoint,
+        restore them on --resume, and return `train_step` compiled for the chosen devices:
+        `step(real, noise) -> metrics`. `noise(count, seed)` draws the generator's input."""
+        args, out_dir = self.args, self.out_dir
+        with _one_line_errors():
+            if args.overwrite and self.chief:
+                clear_run(out_dir)  # Only now: every flag and the data have been checked.
+            if args.resume_from and self.chief:
+                roll_back(out_dir, args.resume_from)
+        print(describe(self.strategy, self.policy, self.jit))
+        self.generator, self.noise = generator, noise
+        with self.strategy.scope():
+            # --ema: a moving average of G's weights that never trains (common/ema.py). It
+            # draws the samples and is the generator.keras a run leaves.
+            self.ema_generator = keras.models.clone_model(generator) if args.ema else None
+            optimizers = (make_adam(args.lr, self.policy), make_adam(args.lr, self.policy))
+            # Build the optimizers' slots now, inside the scope: a checkpoint can restore into
+            # them, and tf.distribute needs them made before the first step.
+            for optimizer, model in zip(optimizers, (generator, discriminator)):
+                optimizer.build(model.trainable_variables)
+            self.adaptive = (AdaptiveProbability()
+                             if args.augment_adaptive and self.augment_policy else None)
+        self.generator_optimizer = optimizers[0]
+        self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.fixed_noise = tf.Variable(noise(SAMPLE_COUNT, [args.seed, 0]), trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            generator=generator, discriminator=discriminator,
+            generator_optimizer=optimizers[0], discriminator_optimizer=optimizers[1],
+            epochs_done=self.epochs_done, fixed_noise=self.fixed_noise)
+        if self.ema_generator is not None:
+            copy_weights(self.ema_generator, generator)  # The average starts where G starts.
+            self.checkpoint.ema_generator = self.ema_generator
+        if self.adaptive:
+            self.checkpoint.augment_probability = self.adaptive
+        self.sampler = self.ema_generator or generator  # Draws every sample a user sees.
+        # Every worker takes part in a save; the chief's is the run's, the others' scratch.
+        self.checkpoint_dir = out_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp())
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
+                                                  max_to_keep=args.keep_checkpoints)
+        if self.checkpoint_path:
+            with _one_line_errors():
+                restore(self.checkpoint, self.checkpoint_path, self.ema_generator, generator)
+            for optimizer in optimizers:
+                optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
+            print(f"resuming {out_dir} after epoch {int(self.epochs_done)}")
+        self._prepare_outputs()
+        return self._compile(train_step, generator, discriminator, *optimizers)
 
+    def _prepare_outputs(self):
+        args, out_dir, done = self.args, self.out_dir, int(self.epochs_done)
+        with _one_line_errors():
+            self.history = read_history(out_dir, done)
+        self.gif = ProgressGif(out_dir / "progress.gif", args.gif_frames)
+        if self.chief:
+            # Samples of epochs after the checkpoint were never kept: those epochs run again.
+            for path in sample_paths(out_dir, 10**9):
+                if int(SAMPLE_PATTERN.match(path.name).group(1)) > done:
+                    path.unlink()
+            self.gif.rebuild_from(sample_paths(out_dir, done))
+            with disk_errors_exit(out_dir, self.manager):
+                save_args(out_dir, args)
+        # --eval-every: FID and KID of the samples against the real images (None when off,
+        # or when InceptionV3's weights cannot be had: it says so once and training goes on).
+        self.meter = (make_meter(self.images, args.eval_count, out_dir / "inception_real.npz",
+                                 args.inception_weights, args.seed)
+                      if args.eval_every and self.chief else None)
+        self.board = (tf.summary.create_file_writer(str(out_dir / "tensorboard"))
+                      if args.tensorboard and self.chief else None)
+        self.steps_taken, self.stopped = 0, False
+        self.last_save = self.last_view = time.monotonic()
+        self.first_epoch = done + 1
+        self._batches = None
 
-def positive_int(text):
-    """argparse type for counts that must be at least 1."""
-    value = _number(text, int, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    def _compile(self, train_step, generator, discriminator, generator_optimizer,
+                 discriminator_optimizer):
+        """One compiled call per step: each device runs train_step on its share of the batch
+        (compiled by XLA when jit is on), the metrics, each device's share of the batch
+        means, are summed, and the moving average and augmentation strength follow."""
+        args, strategy, adaptive = self.args, self.strategy, self.adaptive
+        replica_step = tf.function(getattr(train_step, "python_function", train_step),
+                                   jit_compile=self.jit, reduce_retracing=True)
+        policy = self.augment_policy
+        probability = adaptive.probability if adaptive else 1.0
 
+        def augment_images(images):  # What D sees of every image, real or generated.
+            return augment(images, policy, probability) if policy else images
 
-def positive_float(text):
-    """argparse type for rates that must be finite and above 0."""
-    value = _number(text, float, "a number")
-    if not (0 < value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
+        @tf.function(reduce_retracing=True)
+        def distributed_step(real, noise):
+            metrics = strategy.run(replica_step, args=(
+                real, noise, generator, discriminator, generator_optimizer,
+                discriminator_optimizer, augment_images))
+            metrics = strategy.reduce("SUM", metrics, axis=None)
+            if args.ema:  # Fixed when traced: without an average the step has no extra work.
+                update_average(self.ema_generator, generator, args.ema,
+                               generator_optimizer.iterations)
+            if adaptive:
+                images = metrics[-1]
+                adaptive.update(metrics[D_REAL_SIGN] * images, images)
+            return metrics
 
+        return distributed_step
 
-def decay(text):
-    """argparse type for --ema: a decay in [0, 1), where 0 turns the average off."""
-    value = _number(text, float, "a number")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
+    # --- The loop -----------------------------------------------------------------------
 
+    def epochs(self):
+        """The epochs still to train, after the last finished one; Ctrl-C is caught while
+        they run (the step finishes, then end_epoch saves and exits)."""
+        args = self.args
+        with StopOnInterrupt() as self.interrupt:
+            for epoch in range(self.first_epoch, args.epochs + 1):
+                self.epoch_log = EpochLog(epoch, args.epochs, self.steps,
+                                    int(self.generator_optimizer.iterations.numpy()) + 1)
+                yield epoch
+                if self.stopped:
+                    break
+        if not self.chief:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        print(f"done: {self.out_dir}")
 
-def count(text):
-    """argparse type for intervals where 0 means 'never'."""
-    value = _number(text, int, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or more, got {value}")
-    return value
+    @property
+    def steps(self):
+        return steps_per_epoch(len(self.images), self.args.batch_size)
 
+    def batches(self, images, flip=False):
+        """This epoch's (real images, noise) batches; ends early at Ctrl-C or --max-steps.
 
-def _number(text, kind, what):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        One data set and iterator serve the whole run (no epoch waits for a new one); its
+        shuffles and noise are seeded by the finished epochs too, so a resumed run goes on
+        with new batches instead of replaying epoch 1's.
+        """
+        if self._batches is None:
+            seed = self.args.seed + 7919 * int(self.epochs_done)
+            # The noise is drawn in the input pipeline beside each batch (common/noise.py),
+            # so several devices split noise and images alike.
+            dataset = image_batches(images, self.args.batch_size, seed, flip).apply(
+                lambda batches: with_noise(batches, self.noise, seed)).prefetch(tf.data.AUTOTUNE)
+            self._batches = iter(self.strategy.experimental_distribute_dataset(dataset))
+        for _ in range(self.steps):
+            yield next(self._batches)
+            self.steps_taken += 1
+            if self.interrupt.requested or self.steps_taken == self.args.max_steps:
+                break
 
+    def log(self, metrics):
+        """Record one step's metrics (read back from the device only when the bar redraws)."""
+        self.epoch_log.add(metrics)
 
-def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim):
-    """The flags every script has (SPEC.md's command-line contract), with its defaults."""
-    parser.add_argument("--epochs", type=positive_int, default=epochs,
-                        help="epochs to train in all, counting resumed ones (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
-                        help="images per training step (default: %(default)s)")
-    parser.add_argument("--lr", type=positive_float, default=lr,
-                        help="Adam learning rate of both models; with --resume it replaces "
-                             "the saved one (default: %(default)s)")
-    parser.add_argument("--latent-dim", type=positive_int, default=latent_dim,
-                        help="length of the generator's noise vector (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed for weights, noise and shuffling (default: %(default)s)")
-    parser.add_argument("--data-dir", default=None,
-                        help="where the dataset is (default: see the README)")
-    parser.add_argument("--out-dir", default=os.path.join("runs", dataset),
-                        help="where samples, plots, checkpoints and the generator go "
-                             "(default: %(default)s)")
-    parser.add_argument("--max-steps", type=positive_int, default=None,
-                        help="stop after this many training steps in this invocation, then "
-                             "close the epoch normally; for tests and benchmarks "
-                             "(default: no limit)")
-    parser.add_argument("--sample-every", type=positive_int, default=1,
-                        help="epochs between sample grids; the last epoch always gets one "
-                             "(default: %(default)s)")
-    parser.add_argument("--ema", type=decay, default=EMA_DECAY, metavar="DECAY",
-                        help="keep a moving average of the generator's weights with this decay "
-                             "and use it for samples, generator.keras and FID/KID; 0 turns it "
-                             "off (default: %(default)s)")
-    parser.add_argument("--eval-every", type=count, default=0, metavar="EPOCHS",
-                        help="score FID and KID against the real images every this many "
-                             "epochs, into history.csv and quality.png; 0 never "
-                             "(default: %(default)s)")
-    parser.add_argument("--eval-count", type=positive_int, default=10000, metavar="N",
-                        help="generated and real images per FID/KID score; fewer is faster "
-                             "but biased upward (default: %(default)s)")
-    parser.add_argument("--inception-weights", default="imagenet", metavar="PATH",
-                        help="InceptionV3 weights for FID/KID: 'imagenet' (Keras downloads "
-                             "them once) or a weights file (default: %(default)s)")
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="also log the epoch's numbers and sample grid for TensorBoard "
-                             "under OUT_DIR/tensorboard")
-    add_device_arguments(parser)
-    # Not a flag: args.json records which script made the run, for common.evaluate.
-    parser.set_defaults(dataset=dataset)
-    start = parser.add_mutually_exclusive_group()
-    start.add_argument("--resume", action="store_true",
-                       help="continue the run in --out-dir from its latest checkpoint "
-                            "(starts one if there is none)")
-    start.add_argument("--overwrite", action="store_true",
-                       help="delete the run in --out-dir and start over")
-    start.add_argument("--resume-from", type=positive_int, default=None, metavar="EPOCH",
-                       help="continue the run in --out-dir from the checkpoint of this earlier "
-                            "epoch (after a collapse); what came after it is moved to "
-                            f"OUT_DIR/{ROLLED_BACK}/, not deleted")
-    parser.add_argument("--keep-checkpoints", type=positive_int, default=3, metavar="N",
-                        help="keep the checkpoints of the last N epochs (default: %(default)s)")
+    # --- The close of an epoch ----------------------------------------------------------
 
+    def end_epoch(self):
+        """Close the epoch: its history row and progress line, its sample grid, and on their
+        own clocks the GIF and plots (VIEW_SECONDS) and the checkpoint with generator.keras
+        (--checkpoint-every). Stops the run with one line at a non-finite loss, and saves
+        and exits at Ctrl-C."""
+        args, epoch = self.args, self.epoch_log.epoch
+        try:
+            row = self.epoch_log.summary()  # Raises at a non-finite loss before any saving.
+        except FloatingPointError as error:
+            raise SystemExit(
+                f"error: {error}. Kept the last good checkpoint "
+                f"({self.manager.latest_checkpoint or 'none yet'}); continue from it with "
+                f"--resume, perhaps with a lower --lr") from None
+        if self.interrupt.requested:
+            # Mid-epoch: epochs_done still counts finished epochs, so --resume runs this
+            # epoch again from these weights.
+            self._save(view=True)
+            print(f"saved {self.manager.latest_checkpoint}; continue with --resume "
+                  f"--out-dir {self.out_dir}")
+            raise SystemExit(130)
+        stopping = epoch == args.epochs or self.steps_taken == args.max_steps
+        if self.meter and (epoch % args.eval_every == 0 or stopping):
+            row.update(self.meter.score(self.sampler, self.noise))
+        if self.adaptive:
+            row["augment_p"] = round(float(self.adaptive.probability.numpy()), 4)
+        self.history.append(row)
+        self.epochs_done.assign(epoch)
+        # A full disk or a lost folder stops the run with one line; every file is written
+        # atomically, so the last good epoch's files are kept.
+        with disk_errors_exit(self.out_dir, self.manager):
+            grid = None
+            if self.chief and (epoch % args.sample_every == 0 or stopping):
+                grid = save_image_grid(self.sampler(self.fixed_noise, training=False),
+                                       sample_path(self.out_dir, epoch))
+                self.gif.add(epoch, grid)
+            if self.chief:
+                write_history(self.out_dir, self.history)
+                if self.board:
+                    write_tensorboard(self.board, row, grid)
+            if stopping or epoch == self.first_epoch or self._save_due(epoch):
+                self._save(view=True)
+            elif self.chief and time.monotonic() - self.last_view >= VIEW_SECONDS:
+                self._draw()
+        if self.steps_taken == args.max_steps:
+            print(f"stopped after --max-steps {args.max_steps}")
+            self.stopped = True
 
-def merge_resumed_args(args, explicit, saved, fixed=("latent_dim",)):
-    """On --resume, the saved run's arguments win except for flags typed this time.
+    def _save_due(self, epoch):
+        number, unit = self.args.checkpoint_every
+        if unit == "epochs":
+            return epoch % number == 0
+        return time.monotonic() - self.last_save >= number * 60
 
-    So `--resume` alone continues with the original settings and `--resume --epochs 200`
-    extends the run. Flags in `fixed` shape the models and cannot change. --precision,
-    --jit and --strategy describe the machine, not the run: a run resumed elsewhere (a new
-    Colab machine) uses what is typed now, or auto.
-    """
-    for name in fixed:
-        if name in explicit and name in saved and getattr(args, name) != saved[name]:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(
-                f"{flag} {getattr(args, name)} does not match the run being resumed "
-                f"({flag} {saved[name]}); drop {flag} or choose another --out-dir")
-    for name, value in saved.items():
-        if name not in explicit and name not in NOT_RESUMED and hasattr(args, name):
-            setattr(args, name, value)
-    return args
+    def _draw(self):
+        """Redraw the pictures for watching: the GIF and the curves."""
+        self.gif.write()
+        plot_losses(self.history, self.out_dir / "losses.png")
+        plot_d_probs(self.history, self.out_dir / "d_probs.png")
+        if self.meter:
+            plot_quality(self.history, self.out_dir / "quality.png")
+        self.last_view = time.monotonic()
 
-
-# --- The out-dir --------------------------------------------------------------------------
-
-
-def prepare_out_dir(out_dir, resume, overwrite, writer=True):
-    """Check that `out_dir` can take this run; return True when there is a run to resume.
-
-    Changes nothing of an earlier run: a run there needs --resume or --overwrite, and
-    --overwrite deletes nothing yet (see `clear_run`, called once the data has loaded).
-    In a multi-worker run only the chief is the `writer`; the other workers check nothing
-    (the chief may be writing already) and resume when told to.
-    """
-    out_dir = Path(out_dir)
-    if not writer:
-        return resume
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out-dir {out_dir} is a file, not a folder; choose another --out-dir")
-    found = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
-    if found and not (resume or overwrite):
-        raise ValueError(
-            f"{out_dir} already holds a run ({', '.join(found)}); pass --resume to continue "
-            f"it, --overwrite to delete it and start over, or choose another --out-dir")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(
-            f"cannot write to --out-dir {out_dir} ({error.strerror}); choose a writable "
-            f"--out-dir") from None
-    lock_out_dir(out_dir)
-    remove_leftovers(out_dir)
-    return bool(found) and resume
-
-
-_locks = {}  # Out-dir -> its open lock file, held until the process ends.
-
-
-def lock_out_dir(out_dir):
-    """Hold an exclusive lock on `out_dir` for the rest of this process, or refuse.
-
-    The lock is the kernel's (flock on OUT_DIR/.lock), so it goes away with the process,
-    however it ends: a killed run never leaves it stuck. A second `main()` in the same
-    notebook kernel reuses the lock it already holds. Where locks are not supported
-    (Windows, some network drives) runs go unlocked.
-    """
-    key = os.path.realpath(out_dir)
-    if fcntl is None or key in _locks:
-        return
-    try:
-        handle = open(Path(out_dir) / LOCK_NAME, "a+")
-    except OSError:
-        return  # Cannot even create the lock file: the write probe reports the folder.
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        handle.seek(0)
-        owner = handle.read().strip()
-        handle.close()
-        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise ValueError(
-                f"another run{f' (process {owner})' if owner else ''} is using --out-dir "
-                f"{out_dir}; wait for it to finish, stop it, or choose another --out-dir"
-            ) from None
-        return  # The file system has no locks.
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    _locks[key] = handle
-
-
-def remove_leftovers(out_dir):
-    """Delete the temporary files a killed run can leave: half-written files of
-    `atomic_write`, the write probe, and a checkpoint save that never finished. Only
-    called with the out-dir's lock held, so no live run is writing them."""
-    out_dir = Path(out_dir)
-    for folder in (out_dir, out_dir / "samples"):
-        for path in folder.glob(".*.tmp-*") if folder.is_dir() else []:
-            path.unlink(missing_ok=True)
-    for path in out_dir.glob(".write-test-*"):
-        path.unlink(missing_ok=True)
-    checkpoints = out_dir / "checkpoints"
-    if not checkpoints.is_dir():
-        return
-    # TensorFlow writes a checkpoint as ckpt-N_temp/ and merges it into ckpt-N.index and
-    # .data; the state file "checkpoint" names it only once all that is done. So a save
-    # that never finished left a _temp folder, or ckpt-N files numbered past the latest
-    # checkpoint the state file lists (numbers only grow within a run).
-    numbers = [_checkpoint_number(Path(path).name) for path in _checkpoint_paths(checkpoints)]
-    # A state file that lists nothing is unreadable (TensorFlow ignores one it cannot parse):
-    # then which checkpoints are the run's is unknown, and none is deleted. So is a missing
-    # one once history.csv has a row past epoch 1: epoch 2 cannot close before epoch 1's
-    # checkpoint is listed, so the list was lost, not yet to be written.
-    try:
-        past_epoch_one = any(row["epoch"] >= 2 for row in read_history(out_dir, float("inf")))
-    except (OSError, ValueError, KeyError):  # An unreadable history: assume the worst.
-        past_epoch_one = True
-    lost = (checkpoints / "checkpoint").exists() or past_epoch_one
-    newest = max(numbers, default=float("inf") if lost else -1)
-    for path in checkpoints.iterdir():
-        if path.name.startswith(".") and ".tmp" in path.name or "_temp" in path.name:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        elif path.name.startswith("checkpoint.tmp"):  # The state file, half written.
-            path.unlink(missing_ok=True)
-        elif _checkpoint_number(path.name) > newest:
-            path.unlink(missing_ok=True)
-
-
-def _checkpoint_number(name):
-    """N of ckpt-N.index / ckpt-N.data-...; -1 for any other name."""
-    match = re.match(r"^ckpt-(\d+)(\.|$)", name)
-    return int(match.group(1)) if match else -1
-
-
-def _checkpoint_paths(checkpoints):
-    """The checkpoints the state file lists, oldest first."""
-    import tensorflow as tf
-    state = tf.train.get_checkpoint_state(str(checkpoints))
-    return list(state.all_model_checkpoint_paths) if state else []
-
-
-def epochs_of_checkpoints(checkpoints):
-    """{checkpoint path: finished epochs it holds}, oldest first. A checkpoint the state
-    file lists but whose index is gone (deleted by hand, or a kill while TensorFlow was
-    deleting the oldest one) is left out."""
-    import tensorflow as tf
-    return {path: int(tf.train.load_variable(path, "epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
-            for path in _checkpoint_paths(checkpoints) if Path(path + ".index").exists()}
-
-
-def latest_checkpoint(out_dir, resume_from=None):
-    """The checkpoint a resumed run starts from (None for a new run), after rolling back to
-    `resume_from` when given (see `roll_back`).
-
-    Raises ValueError when checkpoint files exist but TensorFlow's list of them is missing
-    or unreadable: starting over there would overwrite the run's history and samples.
-    """
-    import tensorflow as tf
-    if resume_from:
-        return roll_back(out_dir, resume_from)
-    checkpoints = Path(out_dir) / "checkpoints"
-    latest = tf.train.latest_checkpoint(str(checkpoints))
-    if latest is None and any(_checkpoint_number(path.name) >= 0
-                              for path in (checkpoints.iterdir() if checkpoints.is_dir() else [])):
-        raise ValueError(f"{checkpoints} holds checkpoint files, but its list of them "
-                         f"(the file 'checkpoint') is missing or unreadable; restore that "
-                         f"file, or pass --overwrite to start over")
-    return latest
-
-
-def roll_back(out_dir, epoch):
-    """Make the checkpoint of `epoch` the run's latest (--resume-from) and return it.
-
-    Later checkpoints, sample grids of later epochs, history.csv and generator.keras are
-    moved (not deleted) to OUT_DIR/rolled_back/after_epoch_<epoch>[_2...]/, so a roll-back
-    loses nothing. A Ctrl-C checkpoint taken during the next epoch also holds `epoch`
-    finished epochs; the one written at the epoch's end (the fewest steps) is chosen.
-    """
-    import tensorflow as tf
-    out_dir = Path(out_dir)
-    checkpoints = out_dir / "checkpoints"
-    epochs = epochs_of_checkpoints(checkpoints) if checkpoints.is_dir() else {}
-    chosen = [path for path, done in epochs.items() if done == epoch]
-    if not chosen:
-        kept = ", ".join(str(done) for done in sorted(set(epochs.values()))) or "none"
-        raise ValueError(f"--resume-from {epoch}: {checkpoints} has no checkpoint of epoch "
-                         f"{epoch} (kept epochs: {kept}); choose one of those, and keep more "
-                         f"next time with --keep-checkpoints")
-    chosen = chosen[0]
-    order = list(epochs)
-    later = order[order.index(chosen) + 1:]
-    aside = out_dir / ROLLED_BACK / f"after_epoch_{epoch}"
-    suffix = 2
-    while aside.exists():
-        aside = out_dir / ROLLED_BACK / f"after_epoch_{epoch}_{suffix}"
-        suffix += 1
-    moves = [file for path in later for file in checkpoints.glob(Path(path).name + ".*")]
-    moves += [path for path in sample_paths(out_dir, 10**9)
-              if int(SAMPLE_PATTERN.match(path.name).group(1)) > epoch]
-    if moves:  # Rolling back to the newest epoch sets nothing aside.
-        moves += [out_dir / name for name in ("history.csv", "generator.keras")
-                  if (out_dir / name).exists()]
-    for path in moves:
-        target = aside / path.relative_to(out_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.name == "history.csv":
-            shutil.copy2(path, target)  # The kept rows are still needed; resume trims it.
-        else:
-            os.replace(path, target)
-    # Rewrite TensorFlow's state file (a text protobuf) to end at the chosen checkpoint,
-    # with each kept one's timestamp: without one CheckpointManager would stop tracking it.
-    state = tf.train.get_checkpoint_state(str(checkpoints))
-    stamps = dict(zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps))
-    lines = [f'model_checkpoint_path: "{Path(chosen).name}"']
-    lines += [f'all_model_checkpoint_paths: "{Path(path).name}"'
-              for path in order if path not in later]
-    lines += [f"all_model_checkpoint_timestamps: {stamps.get(path, time.time())}"
-              for path in order if path not in later]
-    lines += [f"last_preserved_timestamp: {state.last_preserved_timestamp}"]
-    text = "\n".join(lines) + "\n"
-    atomic_write(checkpoints / "checkpoint", lambda temporary: Path(temporary).write_text(text))
-    print(f"rolled back to epoch {epoch} ({chosen}); moved {len(moves)} later files to {aside}")
-    return chosen
+    def _save(self, view):
+        """generator.keras, then the checkpoint: the checkpoint comes last, so it always
+        describes an epoch whose files are all on disk (a kill before it repeats epochs)."""
+        with disk_errors_exit(self.out_dir, self.manager):
+            if self.chief:
+                if view:
+                    self._draw()
+                atomic_write(self.out_dir / "generator.keras", portable_copy(self.sampler).save)
+            self.manager.save(
+                checkpoint_number=int(self.generator_optimizer.iterations.numpy()))
+        self.last_save = time.monotonic()
 
 
 @contextlib.contextmanager
-def disk_errors_exit(out_dir, manager):
-    """Turn a failed write in the block (a full disk, a read-only or vanished folder) into
-    one line and exit 1, after removing what the failed writes left half done. Every
-    file is written atomically and the checkpoint comes last, so the last good one and
-    the files that match it are still in place for --resume."""
-    import tensorflow as tf
+def _one_line_errors():
+    """A ValueError in the block (a user error) ends the run with one line and status 1."""
     try:
         yield
-    except (OSError, tf.errors.OpError) as error:
-        try:
-            remove_leftovers(out_dir)
-        except (OSError, ValueError, tf.errors.OpError):
-            pass
-        # The state file says which checkpoint is kept, not the manager: a save that failed
-        # while being recorded is already the manager's latest, and was just removed.
-        try:
-            kept = tf.train.latest_checkpoint(str(manager.directory))
-        except (OSError, ValueError, tf.errors.OpError):
-            kept = None
-        raise SystemExit(
-            f"error: cannot write to {out_dir} ({_write_error_reason(error)}); kept the "
-            f"last good checkpoint ({kept or 'none yet'}). Free some space or fix the "
-            f"folder, then continue with --resume") from None
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
-def _write_error_reason(error):
-    """Why a write failed, in the system's words ("No space left on device", "File too
-    large", "Read-only file system"): TensorFlow's messages put it after the op's name and
-    its own temporary path, which a user has no use for."""
-    text = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
-    lines = str(text).strip().splitlines()
-    text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[0] if lines else "")
-    text = re.sub(r"\s*\[Op:\w+\]$", "", text).rsplit("; ", 1)[-1]
-    return text[:200] or type(error).__name__
-
-
-def clear_run(out_dir):
-    """Delete what an earlier run wrote in `out_dir` (only that: other files stay)."""
-    for name in RUN_OUTPUTS:
-        path = Path(out_dir) / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
-def save_args(out_dir, args):
-    """Write the run's arguments to args.json."""
-    text = json.dumps(vars(args), indent=2, sort_keys=True) + "\n"
-    atomic_write(Path(out_dir) / "args.json", lambda temporary: Path(temporary).write_text(text))
-
-
-def load_args(out_dir):
-    """The saved arguments of the run in `out_dir`, or {} when it has none."""
-    path = Path(out_dir) / "args.json"
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path} ({error}); fix or delete it, or pass --overwrite")
-
-
-# --- History and samples ------------------------------------------------------------------
-
-
-def write_history(out_dir, rows):
-    """Write history.csv: one row per finished epoch."""
-    def write(temporary):
-        columns = HISTORY_COLUMNS + tuple(
-            name for name in QUALITY_COLUMNS if any(name in row for row in rows))
-        with open(temporary, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore", restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-    atomic_write(Path(out_dir) / "history.csv", write)
-
-
-def read_history(out_dir, up_to_epoch):
-    """The rows of history.csv for epochs 1..up_to_epoch (later rows belong to an epoch
-    whose checkpoint was never written, so it will run again)."""
-    path = Path(out_dir) / "history.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as file:
-        rows = [{name: int(row[name]) if name == "epoch" else float(row[name])
-                 for name in HISTORY_COLUMNS + QUALITY_COLUMNS if row.get(name)}
-                for row in csv.DictReader(file)]
-    return [row for row in rows if row["epoch"] <= up_to_epoch]
-
-
-def sample_path(out_dir, epoch):
-    return Path(out_dir) / "samples" / f"epoch_{epoch:04d}.png"
-
-
-def sample_paths(out_dir, up_to_epoch):
-    """The sample grids of epochs 1..up_to_epoch, oldest first: the GIF's frames."""
-    folder = Path(out_dir) / "samples"
-    found = []
-    for path in folder.glob("epoch_*.png") if folder.is_dir() else []:
-        match = SAMPLE_PATTERN.match(path.name)
-        if match and int(match.group(1)) <= up_to_epoch:
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
+def _refuse_out_dir_inside_data_dir(args):
+    """A run inside its own data folder would train on its own sample grids."""
+    if args.data_dir is None:
+        return
+    out_dir, data_dir = Path(args.out_dir).resolve(), Path(args.data_dir).resolve()
+    if out_dir == data_dir or data_dir in out_dir.parents:
+        raise ValueError(f"--out-dir {args.out_dir} is inside --data-dir {args.data_dir}: the "
+                         f"run would train on its own samples; choose an --out-dir outside it")
 
 
 class StopOnInterrupt:

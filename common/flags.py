@@ -1,0 +1,250 @@
+"""The command line every script shares (SPEC.md's contract), and how a resumed run's saved
+flags meet the ones typed now."""
+
+import argparse
+import os
+import re
+import sys
+
+from common.devices import add_device_arguments
+
+# --ema's default decay: see BENCHMARKS.md "EMA of the generator" for the measurement.
+EMA_DECAY = 0.99
+# Flags a resumed run does not take over from args.json: how to start this invocation
+# (resume, overwrite, resume_from), how long it may run (max_steps: "this invocation"),
+# and the machine it runs on (precision, jit, strategy; a run may move to another machine).
+NOT_RESUMED = ("resume", "overwrite", "resume_from", "max_steps", "download",
+               "precision", "jit", "strategy")
+# Bounds that keep a typo from asking for terabytes: a latent vector of 100 million floats
+# is a 40 GB first layer. Far above anything a DCGAN uses.
+MAX_LATENT_DIM = 4096
+MAX_BATCH_SIZE = 65536
+MAX_SEED = 2**31 - 1  # TensorFlow and NumPy seeds must fit in a signed 32-bit integer.
+
+
+def parse_args(parser, argv=None):
+    """Parse `argv` and return (args, the set of flags the user gave explicitly).
+
+    With argv=None the command line is read, except inside a notebook kernel (Colab,
+    Jupyter), whose own argv (`-f kernel.json`) is not meant for us: there it means [].
+    A bad flag is one line (`error: ...`) and exit status 2; the usage stays on --help.
+    """
+    if argv is None:
+        argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
+    argv = [str(value) for value in argv]
+    parser.error = lambda message: _one_line_error(parser, message)
+    args = parser.parse_args(argv)
+    # argparse fills in a default only for names missing from the namespace it is given,
+    # so parsing again over a namespace of sentinels shows which flags were typed.
+    probe = argparse.Namespace(**{name: _UNSET for name in vars(args)})
+    explicit = {name for name, value in vars(parser.parse_args(argv, probe)).items()
+                if value is not _UNSET}
+    return args, explicit
+
+
+def _one_line_error(parser, message):
+    print(f"error: {message} (see {parser.prog} --help)", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class _Unset(list):
+    """A 'not typed' marker. A list, because argparse appends to a repeatable flag's
+    value; it copies the marker first, so a typed repeatable flag is not the marker."""
+
+
+_UNSET = _Unset()
+
+
+# --- Flag types: each turns text into a value or says in one line what is wrong ------------
+
+def whole_number(minimum=1, maximum=None):
+    """argparse type: a whole number in [minimum, maximum]."""
+    def parse(text):
+        value = _number(text, int, "a whole number")
+        if value < minimum or (maximum is not None and value > maximum):
+            limit = f"from {minimum} to {maximum}" if maximum is not None else \
+                f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {limit}, got {value}")
+        return value
+    return parse
+
+
+positive_int = whole_number(1)
+count = whole_number(0)  # Intervals where 0 means "never".
+
+
+def positive_float(text):
+    """argparse type for rates that must be finite and above 0."""
+    value = _number(text, float, "a number")
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def fraction(text):
+    """argparse type for a decay or probability in [0, 1)."""
+    value = _number(text, float, "a number")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def folder(text):
+    """argparse type for a path: an empty one would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a folder path (\".\" for this one)")
+    return text
+
+
+def every(text):
+    """argparse type for --checkpoint-every: "3" (epochs) or "5m" / "0.5min" (minutes).
+    Returns [number, "epochs" or "minutes"], the form args.json keeps."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(m|min|minutes?)?\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of epochs (e.g. 5) or of minutes (e.g. 10m), got {text!r}")
+    if match.group(2):
+        return [float(match.group(1)), "minutes"]
+    if not float(match.group(1)).is_integer():
+        raise argparse.ArgumentTypeError(f"epochs must be whole, got {text!r} (minutes: "
+                                         f"add m, e.g. {text}m)")
+    return [int(float(match.group(1))), "epochs"]
+
+
+def _number(text, kind, what):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
+def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim,
+                         augment="none", adaptive=False, flip=None, download=False):
+    """The flags every script has (SPEC.md's command-line contract), with its defaults.
+    `flip` adds --flip/--no-flip with that default; `download` adds --download."""
+    parser.add_argument("--epochs", type=positive_int, default=epochs,
+                        help="epochs to train in all, counting resumed ones (default: %(default)s)")
+    parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE),
+                        default=batch_size, help="images per training step (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=lr,
+                        help="Adam learning rate of both models; with --resume it replaces "
+                             "the saved one (default: %(default)s)")
+    parser.add_argument("--latent-dim", type=whole_number(1, MAX_LATENT_DIM),
+                        default=latent_dim,
+                        help="length of the generator's noise vector (default: %(default)s)")
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0,
+                        help="random seed for weights, noise and shuffling (default: %(default)s)")
+    parser.add_argument("--data-dir", type=folder, default=None,
+                        help="where the dataset is (default: see the README)")
+    parser.add_argument("--out-dir", type=folder, default=os.path.join("runs", dataset),
+                        help="where samples, plots, checkpoints and the generator go "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-steps", type=positive_int, default=None,
+                        help="stop after this many training steps in this invocation (not "
+                             "kept for --resume), then close the epoch normally; for tests "
+                             "and benchmarks (default: no limit)")
+    parser.add_argument("--sample-every", type=positive_int, default=1,
+                        help="epochs between sample grids; the last epoch always gets one "
+                             "(default: %(default)s)")
+    parser.add_argument("--gif-frames", type=whole_number(2, 10000), default=100,
+                        help="most frames progress.gif keeps, spread evenly over the run, "
+                             "the newest last (default: %(default)s)")
+    parser.add_argument("--checkpoint-every", type=every, default=[5.0, "minutes"],
+                        metavar="N|Nm",
+                        help="save the checkpoint and generator.keras every N epochs, or at "
+                             "most every N minutes with an m (e.g. 10m); always at the last "
+                             "epoch, Ctrl-C and --max-steps (default: 5m)")
+    parser.add_argument("--augment", default=augment, metavar="POLICY",
+                        help="differentiable augmentation of every image D sees, real and "
+                             "generated: a comma list of color, translation, cutout, or none "
+                             "(default: %(default)s)")
+    parser.add_argument("--augment-adaptive", action=argparse.BooleanOptionalAction,
+                        default=adaptive,
+                        help="tune how often --augment applies (p in [0, 1]) from how sure D "
+                             "is on real images, as ADA does; off applies it always "
+                             "(default: %(default)s)")
+    parser.add_argument("--ema", type=fraction, default=EMA_DECAY, metavar="DECAY",
+                        help="keep a moving average of the generator's weights with this decay "
+                             "and use it for samples, generator.keras and FID/KID; 0 turns it "
+                             "off (default: %(default)s)")
+    parser.add_argument("--eval-every", type=count, default=0, metavar="EPOCHS",
+                        help="score FID and KID against the real images every this many "
+                             "epochs, into history.csv and quality.png; 0 never "
+                             "(default: %(default)s)")
+    parser.add_argument("--eval-count", type=whole_number(2, 1_000_000), default=10000,
+                        metavar="N",
+                        help="generated and real images per FID/KID score; fewer is faster "
+                             "but biased upward (default: %(default)s)")
+    parser.add_argument("--inception-weights", default="imagenet", metavar="PATH",
+                        help="InceptionV3 weights for FID/KID: 'imagenet' (Keras downloads "
+                             "them once) or a weights file (default: %(default)s)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also log the epoch's numbers and sample grid for TensorBoard "
+                             "under OUT_DIR/tensorboard")
+    if flip is not None:
+        parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=flip,
+                            help="flip each image left-right at random (default: %(default)s)")
+    if download:
+        parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                            help="without --data-dir, download the dataset from Kaggle (once; "
+                                 "kagglehub caches it) when it is not on disk "
+                                 "(default: %(default)s)")
+    add_device_arguments(parser)
+    # Not flags: args.json records which script made the run and its noise, so a run is
+    # resumed only by its own script and common.generate draws the right noise.
+    parser.set_defaults(dataset=dataset, noise="normal")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run in --out-dir from its latest checkpoint "
+                            "(starts one if there is none)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="delete the run in --out-dir and start over")
+    start.add_argument("--resume-from", type=positive_int, default=None, metavar="EPOCH",
+                       help="continue the run in --out-dir from the checkpoint of this earlier "
+                            "epoch (after a collapse); what came after it is moved to "
+                            "OUT_DIR/rolled_back/, not deleted")
+    parser.add_argument("--keep-checkpoints", type=whole_number(1, 1000), default=3,
+                        metavar="N", help="keep the last N checkpoints (default: %(default)s)")
+
+
+def merge_resumed_args(args, explicit, saved, fixed=("latent_dim", "noise")):
+    """On --resume, the saved run's arguments win except for flags typed this time.
+
+    So `--resume` alone continues with the original settings and `--resume --epochs 200`
+    extends the run. Flags in `fixed` shape the models and cannot change. Raises
+    ValueError when args.json belongs to another script or holds values of the wrong type.
+    """
+    if not isinstance(saved, dict):
+        raise ValueError("args.json does not hold the run's arguments (not a JSON object); "
+                         "fix it, or pass --overwrite to start over")
+    if saved.get("dataset", args.dataset) != args.dataset:
+        raise ValueError(
+            f"{args.out_dir} holds a run of train_{saved['dataset']}.py, not of "
+            f"train_{args.dataset}.py; resume it with that script, or choose another --out-dir")
+    for name in fixed:
+        if name in explicit and name in saved and getattr(args, name) != saved[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag} {getattr(args, name)} does not match the run being resumed "
+                f"({flag} {saved[name]}); drop {flag} or choose another --out-dir")
+    for name, value in saved.items():
+        if name in explicit or name in NOT_RESUMED or not hasattr(args, name):
+            continue
+        default = getattr(args, name)
+        if not _same_kind(value, default):
+            raise ValueError(
+                f"args.json in {args.out_dir} has {name} = {value!r}, which is not a "
+                f"{type(default).__name__}; fix that line, or pass --overwrite to start over")
+        setattr(args, name, value)
+    return args
+
+
+def _same_kind(value, default):
+    """Whether a value read from args.json can stand where `default` stood."""
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))

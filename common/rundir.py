@@ -1,0 +1,425 @@
+"""The run folder: what a run writes, how it is kept safe, and how it resumes.
+
+Layout of `--out-dir` (see README "What a run writes"):
+
+    samples/epoch_0001.png  progress.gif  losses.png  d_probs.png  history.csv
+    generator.keras  checkpoints/  args.json
+    quality.png  inception_real.npz     with --eval-every
+    tensorboard/                        with --tensorboard
+"""
+
+import contextlib
+import csv
+import errno
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+try:
+    import fcntl  # Locks the out-dir; POSIX only (Linux, macOS, Colab).
+except ImportError:  # Windows: runs there are not locked.
+    fcntl = None
+
+# Any of these in an out-dir means a run lives there and must not be overwritten silently.
+RUN_OUTPUTS = (
+    "args.json", "history.csv", "checkpoints", "generator.keras", "progress.gif", "samples",
+    "losses.png", "d_probs.png", "quality.png", "inception_real.npz", "tensorboard",
+)
+HISTORY_COLUMNS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_sec", "seconds")
+# Columns only some runs or epochs have: --augment-adaptive's p, and FID and KID of the
+# epochs scored with --eval-every; empty in the other rows.
+OPTIONAL_COLUMNS = ("augment_p", "fid", "kid")
+SAMPLE_PATTERN = re.compile(r"^epoch_(\d+)\.png$")
+LOCK_NAME = ".lock"
+ROLLED_BACK = "rolled_back"  # Where --resume-from puts what came after the chosen epoch.
+
+
+def atomic_write(path, write):
+    """Call `write(temporary_path)`, then move the finished file over `path` in one step.
+
+    Readers see the old file or the new one, never half of one; if `write` fails or the
+    process is interrupted, the temporary file is removed and `path` is untouched. The
+    temporary name keeps the extension, so writers that choose a format by it still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(str(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+# --- The out-dir --------------------------------------------------------------------------
+
+
+def prepare_out_dir(out_dir, resume, overwrite, writer=True):
+    """Check that `out_dir` can take this run; return True when there is a run to resume.
+
+    Changes nothing of an earlier run: a run there needs --resume or --overwrite, and
+    --overwrite deletes nothing yet (see `clear_run`, called once the data has loaded).
+    In a multi-worker run only the chief is the `writer`; the other workers check nothing
+    (the chief may be writing already) and resume when told to.
+    """
+    out_dir = Path(out_dir)
+    if not writer:
+        return resume
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} is a file, not a folder; choose another --out-dir")
+    found = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+    if found and not (resume or overwrite):
+        raise ValueError(
+            f"{out_dir} already holds a run ({', '.join(found)}); pass --resume to continue "
+            f"it, --overwrite to delete it and start over, or choose another --out-dir")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"cannot write to --out-dir {out_dir} ({error.strerror}); choose a writable "
+            f"--out-dir") from None
+    lock_out_dir(out_dir)
+    remove_leftovers(out_dir)
+    return bool(found) and resume
+
+
+_locks = {}  # Out-dir -> its open lock file, held until the process ends.
+
+
+def lock_out_dir(out_dir):
+    """Hold an exclusive lock on `out_dir` for the rest of this process, or refuse.
+
+    The lock is the kernel's (flock on OUT_DIR/.lock), so it goes away with the process,
+    however it ends: a killed run never leaves it stuck. A second `main()` in the same
+    notebook kernel reuses the lock it already holds. Where locks are not supported
+    (Windows, some network drives) runs go unlocked.
+    """
+    key = os.path.realpath(out_dir)
+    if fcntl is None or key in _locks:
+        return
+    try:
+        handle = open(Path(out_dir) / LOCK_NAME, "a+")
+    except OSError:
+        return  # Cannot even create the lock file: the write probe reports the folder.
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.seek(0)
+        owner = handle.read().strip()
+        handle.close()
+        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise ValueError(
+                f"another run{f' (process {owner})' if owner else ''} is using --out-dir "
+                f"{out_dir}; wait for it to finish, stop it, or choose another --out-dir"
+            ) from None
+        return  # The file system has no locks.
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _locks[key] = handle
+
+
+def remove_leftovers(out_dir):
+    """Delete the temporary files a killed run can leave: half-written files of
+    `atomic_write`, the write probe, and a checkpoint save that never finished. Only
+    called with the out-dir's lock held, so no live run is writing them."""
+    out_dir = Path(out_dir)
+    for folder in (out_dir, out_dir / "samples"):
+        for path in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+    for path in out_dir.glob(".write-test-*"):
+        path.unlink(missing_ok=True)
+    checkpoints = out_dir / "checkpoints"
+    if not checkpoints.is_dir():
+        return
+    # TensorFlow writes a checkpoint as ckpt-N_temp/ and merges it into ckpt-N.index and
+    # .data; the state file "checkpoint" names it only once all that is done. So a save
+    # that never finished left a _temp folder, or ckpt-N files numbered past the latest
+    # checkpoint the state file lists (numbers only grow within a run).
+    numbers = [_checkpoint_number(Path(path).name) for path in _checkpoint_paths(checkpoints)]
+    # A state file that lists nothing is unreadable (TensorFlow ignores one it cannot parse):
+    # then which checkpoints are the run's is unknown, and none is deleted. So is a missing
+    # one once history.csv has a row past epoch 1: epoch 2 cannot close before epoch 1's
+    # checkpoint is listed, so the list was lost, not yet to be written.
+    try:
+        past_epoch_one = any(row["epoch"] >= 2 for row in read_history(out_dir, float("inf")))
+    except (OSError, ValueError, KeyError):  # An unreadable history: assume the worst.
+        past_epoch_one = True
+    lost = (checkpoints / "checkpoint").exists() or past_epoch_one
+    newest = max(numbers, default=float("inf") if lost else -1)
+    for path in checkpoints.iterdir():
+        if path.name.startswith(".") and ".tmp" in path.name or "_temp" in path.name:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        elif path.name.startswith("checkpoint.tmp"):  # The state file, half written.
+            path.unlink(missing_ok=True)
+        elif _checkpoint_number(path.name) > newest:
+            path.unlink(missing_ok=True)
+
+
+def _checkpoint_number(name):
+    """N of ckpt-N.index / ckpt-N.data-...; -1 for any other name."""
+    match = re.match(r"^ckpt-(\d+)(\.|$)", name)
+    return int(match.group(1)) if match else -1
+
+
+def _checkpoint_paths(checkpoints):
+    """The checkpoints the state file lists, oldest first."""
+    import tensorflow as tf
+    state = tf.train.get_checkpoint_state(str(checkpoints))
+    return list(state.all_model_checkpoint_paths) if state else []
+
+
+def epochs_of_checkpoints(checkpoints):
+    """{checkpoint path: finished epochs it holds}, oldest first. A checkpoint the state
+    file lists but whose index is gone (deleted by hand, or a kill while TensorFlow was
+    deleting the oldest one) is left out."""
+    import tensorflow as tf
+    epochs = {}
+    for path in _checkpoint_paths(checkpoints):
+        try:
+            epochs[path] = int(tf.train.load_variable(
+                path, "epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
+        except (tf.errors.OpError, ValueError):  # Gone or damaged: not one to resume from.
+            pass
+    return epochs
+
+
+def resume_point(out_dir, resume_from=None):
+    """The checkpoint --resume (or --resume-from EPOCH) would start from, and the epochs it
+    has finished: (None, 0) when there is nothing to resume. Reads only; changes nothing.
+
+    Raises ValueError (one line) whenever starting over would overwrite a run's work: its
+    checkpoint list is lost, its newest checkpoint is missing or damaged, or the run has
+    outputs of finished epochs but no checkpoint at all (deleted or emptied checkpoints/).
+    """
+    import tensorflow as tf
+    out_dir = Path(out_dir)
+    checkpoints = out_dir / "checkpoints"
+    listed = _checkpoint_paths(checkpoints) if checkpoints.is_dir() else []
+    if resume_from:
+        epochs = epochs_of_checkpoints(checkpoints) if listed else {}
+        chosen = [path for path, done in epochs.items() if done == resume_from]
+        if not chosen:
+            kept = ", ".join(str(done) for done in sorted(set(epochs.values()))) or "none"
+            raise ValueError(f"--resume-from {resume_from}: {checkpoints} has no checkpoint of "
+                             f"epoch {resume_from} (kept epochs: {kept}); choose one of those, "
+                             f"and keep more next time with --keep-checkpoints")
+        return chosen[0], resume_from
+    if not listed:
+        files = [path.name for path in (checkpoints.iterdir() if checkpoints.is_dir() else [])
+                 if _checkpoint_number(path.name) >= 0]
+        if files:
+            raise ValueError(f"{checkpoints} holds checkpoint files, but its list of them "
+                             f"(the file 'checkpoint') is missing or unreadable; restore that "
+                             f"file, or pass --overwrite to start over")
+        progress = finished_work(out_dir)
+        if progress:
+            raise ValueError(f"{out_dir} has finished epochs ({progress}) but no checkpoint "
+                             f"to continue from ({checkpoints} is missing or empty); "
+                             f"--resume would start over on top of them: pass --overwrite to "
+                             f"delete the run and start over, or choose another --out-dir")
+        return None, 0
+    newest = listed[-1]
+    try:
+        reader = tf.train.load_checkpoint(newest)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)  # Reads every byte: a truncated file fails here.
+        done = int(reader.get_tensor("epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.OpError, ValueError, OSError) as error:
+        reason = "its files are missing" if not Path(newest + ".index").exists() else \
+            "it is damaged: " + " ".join(str(error).split())[:120]
+        intact = [epochs for path, epochs in epochs_of_checkpoints(checkpoints).items()
+                  if path != newest]
+        advice = (f"continue from the newest intact one with --resume-from {max(intact)}"
+                  if intact else "no other checkpoint is kept; pass --overwrite to start over")
+        raise ValueError(f"the newest checkpoint {newest} cannot be read ({reason}); "
+                         f"{advice}") from None
+    return newest, done
+
+
+def finished_work(out_dir):
+    """What in `out_dir` shows epochs were finished (a run's first epoch always ends with a
+    checkpoint, so these without one mean the checkpoints were lost), or "" if nothing."""
+    out_dir = Path(out_dir)
+    found = [name for name in ("generator.keras", "progress.gif") if (out_dir / name).exists()]
+    try:
+        epochs = [row["epoch"] for row in read_history(out_dir, float("inf"))]
+    except ValueError:
+        epochs = [2]  # An unreadable history: assume the worst.
+    if epochs and max(epochs) >= 2:
+        found.append(f"history.csv up to epoch {max(epochs)}")
+    return ", ".join(found)
+
+
+def roll_back(out_dir, epoch):
+    """Make the checkpoint of `epoch` the run's latest (--resume-from) and return it.
+
+    Later checkpoints, sample grids of later epochs, history.csv and generator.keras are
+    moved (not deleted) to OUT_DIR/rolled_back/after_epoch_<epoch>[_2...]/, so a roll-back
+    loses nothing. A Ctrl-C checkpoint taken during the next epoch also holds `epoch`
+    finished epochs; the one written at the epoch's end (the fewest steps) is chosen.
+    """
+    import tensorflow as tf
+    out_dir = Path(out_dir)
+    checkpoints = out_dir / "checkpoints"
+    chosen, _ = resume_point(out_dir, epoch)
+    order = list(epochs_of_checkpoints(checkpoints))
+    later = order[order.index(chosen) + 1:]
+    aside = out_dir / ROLLED_BACK / f"after_epoch_{epoch}"
+    suffix = 2
+    while aside.exists():
+        aside = out_dir / ROLLED_BACK / f"after_epoch_{epoch}_{suffix}"
+        suffix += 1
+    moves = [file for path in later for file in checkpoints.glob(Path(path).name + ".*")]
+    moves += [path for path in sample_paths(out_dir, 10**9)
+              if int(SAMPLE_PATTERN.match(path.name).group(1)) > epoch]
+    if moves:  # Rolling back to the newest epoch sets nothing aside.
+        moves += [out_dir / name for name in ("history.csv", "generator.keras")
+                  if (out_dir / name).exists()]
+    for path in moves:
+        target = aside / path.relative_to(out_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.name == "history.csv":
+            shutil.copy2(path, target)  # The kept rows are still needed; resume trims it.
+        else:
+            os.replace(path, target)
+    # Rewrite TensorFlow's state file (a text protobuf) to end at the chosen checkpoint,
+    # with each kept one's timestamp: without one CheckpointManager would stop tracking it.
+    state = tf.train.get_checkpoint_state(str(checkpoints))
+    stamps = dict(zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps))
+    lines = [f'model_checkpoint_path: "{Path(chosen).name}"']
+    lines += [f'all_model_checkpoint_paths: "{Path(path).name}"'
+              for path in order if path not in later]
+    lines += [f"all_model_checkpoint_timestamps: {stamps.get(path, time.time())}"
+              for path in order if path not in later]
+    lines += [f"last_preserved_timestamp: {state.last_preserved_timestamp}"]
+    text = "\n".join(lines) + "\n"
+    atomic_write(checkpoints / "checkpoint", lambda temporary: Path(temporary).write_text(text))
+    print(f"rolled back to epoch {epoch} ({chosen}); moved {len(moves)} later files to {aside}")
+    return chosen
+
+
+@contextlib.contextmanager
+def disk_errors_exit(out_dir, manager):
+    """Turn a failed write in the block (a full disk, a read-only or vanished folder) into
+    one line and exit 1, after removing what the failed writes left half done. Every
+    file is written atomically and the checkpoint comes last, so the last good one and
+    the files that match it are still in place for --resume."""
+    import tensorflow as tf
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        try:
+            remove_leftovers(out_dir)
+        except (OSError, ValueError, tf.errors.OpError):
+            pass
+        # The state file says which checkpoint is kept, not the manager: a save that failed
+        # while being recorded is already the manager's latest, and was just removed.
+        try:
+            kept = tf.train.latest_checkpoint(str(manager.directory))
+        except (OSError, ValueError, tf.errors.OpError):
+            kept = None
+        raise SystemExit(
+            f"error: cannot write to {out_dir} ({_write_error_reason(error)}); kept the "
+            f"last good checkpoint ({kept or 'none yet'}). Free some space or fix the "
+            f"folder, then continue with --resume") from None
+
+
+def _write_error_reason(error):
+    """Why a write failed, in the system's words ("No space left on device", "File too
+    large", "Read-only file system"): TensorFlow's messages put it after the op's name and
+    its own temporary path, which a user has no use for."""
+    text = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    lines = str(text).strip().splitlines()
+    text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[0] if lines else "")
+    text = re.sub(r"\s*\[Op:\w+\]$", "", text).rsplit("; ", 1)[-1]
+    return text[:200] or type(error).__name__
+
+
+def clear_run(out_dir):
+    """Delete what an earlier run wrote in `out_dir` (only that: other files stay)."""
+    for name in RUN_OUTPUTS:
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def save_args(out_dir, args):
+    """Write the run's arguments to args.json."""
+    text = json.dumps(vars(args), indent=2, sort_keys=True) + "\n"
+    atomic_write(Path(out_dir) / "args.json", lambda temporary: Path(temporary).write_text(text))
+
+
+def load_args(out_dir):
+    """The saved arguments of the run in `out_dir`, or {} when it has none."""
+    path = Path(out_dir) / "args.json"
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path} ({' '.join(str(error).split())}); fix it, or "
+                         f"pass --overwrite to start over") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} does not hold a run's arguments (not a JSON object); fix "
+                         f"it, or pass --overwrite to start over")
+    return saved
+
+
+# --- History and samples ------------------------------------------------------------------
+
+
+def write_history(out_dir, rows):
+    """Write history.csv: one row per finished epoch."""
+    def write(temporary):
+        columns = HISTORY_COLUMNS + tuple(
+            name for name in OPTIONAL_COLUMNS if any(name in row for row in rows))
+        with open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore", restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(Path(out_dir) / "history.csv", write)
+
+
+def read_history(out_dir, up_to_epoch):
+    """The rows of history.csv for epochs 1..up_to_epoch (later rows belong to an epoch
+    whose checkpoint was never written, so it will run again)."""
+    path = Path(out_dir) / "history.csv"
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="") as file:
+            rows = [{name: int(row[name]) if name == "epoch" else float(row[name])
+                     for name in HISTORY_COLUMNS + OPTIONAL_COLUMNS if row.get(name)}
+                    for row in csv.DictReader(file)]
+        return [row for row in rows if row["epoch"] <= up_to_epoch]
+    except (OSError, ValueError, KeyError, TypeError, csv.Error) as error:
+        raise ValueError(f"cannot read {path} ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:100]}); fix it, move it away (the "
+                         f"run then keeps no history before this point), or pass "
+                         f"--overwrite") from None
+
+
+def sample_path(out_dir, epoch):
+    return Path(out_dir) / "samples" / f"epoch_{epoch:04d}.png"
+
+
+def sample_paths(out_dir, up_to_epoch):
+    """The sample grids of epochs 1..up_to_epoch, oldest first: the GIF's frames."""
+    folder = Path(out_dir) / "samples"
+    found = []
+    for path in folder.glob("epoch_*.png") if folder.is_dir() else []:
+        match = SAMPLE_PATTERN.match(path.name)
+        if match and int(match.group(1)) <= up_to_epoch:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
