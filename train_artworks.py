@@ -29,15 +29,16 @@ try:
     from common.losses import discriminator_loss, generator_loss, step_metrics
     from common.run import Run
 except ModuleNotFoundError as error:  # A script pasted alone into a notebook.
-    raise SystemExit(f"error: cannot import {error.name!r}: this script needs the common/ "
-                     f"folder beside it. Clone the repository and run it from there (see the "
-                     f"README's Colab cells)") from None
+    if error.name != "common":
+        raise
+    raise SystemExit("error: this script needs the common/ folder beside it: clone the "
+                     "repository and run it from there (see the README's Colab cells)") from None
 
 SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper (Keras 3's default is 0.3).
 CROP = 1.0  # A centered square of the full shorter side: paintings come in every shape.
 DATA_DIR = "data/best-artworks/images"  # Used when it exists and --data-dir is not given.
 KAGGLE = KaggleDataset("Best Artworks of All Time", "ikarus777/best-artworks-of-all-time",
-                       version=1, size_bytes=2_460_000_000,
+                       version=1, size_bytes=2_400_000_000,
                        find=Folder(holding=("Rembrandt", "Pablo_Picasso")))
 
 

@@ -27,9 +27,10 @@ try:
     from common.losses import discriminator_loss, generator_loss, step_metrics
     from common.run import Run
 except ModuleNotFoundError as error:  # A script pasted alone into a notebook.
-    raise SystemExit(f"error: cannot import {error.name!r}: this script needs the common/ "
-                     f"folder beside it. Clone the repository and run it from there (see the "
-                     f"README's Colab cells)") from None
+    if error.name != "common":
+        raise
+    raise SystemExit("error: this script needs the common/ folder beside it: clone the "
+                     "repository and run it from there (see the README's Colab cells)") from None
 
 SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper (Keras 3's default is 0.3).
 # CelebA's aligned faces are 178x218 with the face in the middle. The central 140x140
@@ -38,7 +39,7 @@ SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper (Keras 3's default is 0.3).
 CROP = 140 / 178
 DATA_DIR = "data/img_align_celeba"  # Used when it exists and --data-dir is not given.
 KAGGLE = KaggleDataset("CelebA", "jessicali9530/celeba-dataset", version=2,
-                       size_bytes=1_445_000_000,
+                       size_bytes=1_430_000_000,
                        find=Folder(named="img_align_celeba", images=True))
 
 

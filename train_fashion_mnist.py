@@ -25,9 +25,10 @@ try:
     from common.losses import discriminator_loss, generator_loss, step_metrics
     from common.run import Run
 except ModuleNotFoundError as error:  # A script pasted alone into a notebook.
-    raise SystemExit(f"error: cannot import {error.name!r}: this script needs the common/ "
-                     f"folder beside it. Clone the repository and run it from there (see the "
-                     f"README's Colab cells)") from None
+    if error.name != "common":
+        raise
+    raise SystemExit("error: this script needs the common/ folder beside it: clone the "
+                     "repository and run it from there (see the README's Colab cells)") from None
 
 SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper (Keras 3's default is 0.3).
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -51,8 +52,9 @@ def read_images(args):
     if args.data_dir is not None:
         folder = Path(args.data_dir)
         if not folder.is_dir():
-            raise ValueError(f"--data-dir {folder} is {'a file' if folder.exists() else 'missing'}"
-                             f"; point it at a folder holding {TRAIN_IMAGES}")
+            state = "is a file" if folder.exists() else "does not exist"
+            raise ValueError(f"--data-dir {folder} {state}; point it at a folder holding "
+                             f"{TRAIN_IMAGES}")
         path = next((folder / name for name in (TRAIN_IMAGES, TRAIN_IMAGES[:-3])
                      if (folder / name).is_file()), None)
         if path is None:
@@ -70,7 +72,7 @@ def read_images(args):
                 f"Keras' download failed ({type(error).__name__}). Either pass --data-dir with "
                 f"the idx .gz files, or `apt-get install dataset-fashion-mnist` "
                 f"(Debian/Ubuntu), or connect to the internet") from None
-    return read_idx_images(path), {"idx": str(path), "description": str(path)}
+    return read_idx_images(path), {"idx": str(path), "description": f"data: {path}"}
 
 
 # --- Models (seed 004, to the parameter) --------------------------------------------------

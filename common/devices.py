@@ -84,11 +84,22 @@ def _cluster_size():
     if not text:
         return 0
     try:
-        cluster = json.loads(text)["cluster"]
-    except (ValueError, KeyError, TypeError):
-        raise ValueError("TF_CONFIG is not JSON with a \"cluster\" entry; see the README's "
+        config = json.loads(text)
+        cluster = config["cluster"]
+        size = sum(len(tasks) for tasks in cluster.values())
+        task = config.get("task", {})
+        if size and not (isinstance(task.get("index", 0), int) and isinstance(
+                task.get("type", "worker"), str)
+                and 0 <= task.get("index", 0) < len(cluster.get(task.get("type", "worker"), []))):
+            raise ValueError
+        if not all(isinstance(address, str) and ":" in address
+                   for tasks in cluster.values() for address in tasks):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError("TF_CONFIG is not JSON with a \"cluster\" of host:port lists and a "
+                         "\"task\" whose type and index name one of them; see the README's "
                          "\"More GPUs and machines\" for an example") from None
-    return sum(len(tasks) for tasks in cluster.values())
+    return size
 
 
 def choose_strategy(strategy):
@@ -105,7 +116,13 @@ def choose_strategy(strategy):
         if _cluster_size() == 0:
             raise ValueError("--strategy multiworker needs TF_CONFIG describing the cluster "
                              "and this task; see the README's \"More GPUs and machines\"")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except (tf.errors.OpError, RuntimeError, ValueError) as error:  # E.g. a busy port.
+            reason = " ".join(str(error).split())[:160]
+            raise ValueError(f"cannot start this worker of --strategy multiworker ({reason}); "
+                             f"check TF_CONFIG's addresses and that this task's port is "
+                             f"free") from None
     if strategy == "mirrored":
         # All GPUs; without any, all logical CPUs (how the tests run it on a CPU).
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")

@@ -7,6 +7,7 @@ import re
 import sys
 
 from common.devices import add_device_arguments
+from common.download import add_download_argument
 
 # --ema's default decay: see BENCHMARKS.md "EMA of the generator" for the measurement.
 EMA_DECAY = 0.99
@@ -185,10 +186,7 @@ def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim,
         parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=flip,
                             help="flip each image left-right at random (default: %(default)s)")
     if download:
-        parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
-                            help="without --data-dir, download the dataset from Kaggle (once; "
-                                 "kagglehub caches it) when it is not on disk "
-                                 "(default: %(default)s)")
+        add_download_argument(parser)
     add_device_arguments(parser)
     # Not flags: args.json records which script made the run and its noise, so a run is
     # resumed only by its own script and common.generate draws the right noise.

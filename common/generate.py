@@ -21,6 +21,12 @@ from pathlib import Path
 import numpy as np
 
 BATCH_SIZE = 256  # Images per generator call: any --num fits in memory.
+# Limits of the flags, so a typo (--num 1000000000) is one line, not a MemoryError.
+MAX_IMAGES = 100_000  # --individual: written BATCH_SIZE at a time; more: run again, --seed.
+MAX_GRID = 4_096  # One grid.png: 64x64 images, all held at once; more is not viewable.
+MAX_WALKS = 64  # --interpolate: walks side by side in each GIF frame (an 8x8 grid).
+MAX_FRAMES = 1_000  # --points x --interpolate: the GIF writer keeps every frame in memory.
+MAX_SEED = 2**32 - 1  # NumPy's and Keras' seeds are 32-bit, as are the training scripts'.
 
 
 class GenerateError(ValueError):
@@ -153,7 +159,7 @@ def individual_paths(folder, count):
 def write_individual(images, paths):
     import imageio.v3 as iio
 
-    from common.run import atomic_write
+    from common.rundir import atomic_write
     # The same mapping as common.plotting.image_grid; grayscale is saved as a 2-D PNG.
     pixels = np.clip((images + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     for image, path in zip(pixels, paths):
@@ -162,14 +168,20 @@ def write_individual(images, paths):
 
 
 def write_walk(model, walk, path, milliseconds_per_frame=100):
-    import imageio.v3 as iio
+    from PIL import Image
 
     from common.plotting import image_grid
-    from common.run import atomic_write
-    # One generator call and one grid per frame: memory stays at one frame's images.
-    frames = [image_grid(generate(model, noise)) for noise in walk]
-    atomic_write(path, lambda temporary: iio.imwrite(
-        temporary, frames, extension=".gif", duration=milliseconds_per_frame, loop=0))
+    from common.rundir import atomic_write
+    # One generator call and one grid per frame, made a picture as the GIF writer asks for
+    # it: memory holds one frame's images, and the frames as Pillow's GIF writer keeps them
+    # (a byte a pixel), never every frame's images at once. (imageio's writer, which this
+    # matches byte for byte, would stack all the frames first.)
+    frames = (Image.fromarray(image_grid(generate(model, noise))) for noise in walk)
+
+    def write(temporary):
+        next(frames).save(temporary, format="GIF", save_all=True, append_images=frames,
+                          duration=milliseconds_per_frame, loop=0)
+    atomic_write(path, write)
 
 
 # --- Command line -------------------------------------------------------------------------
@@ -182,16 +194,21 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(f"error: {message} (see python -m common.generate --help)")
 
 
-def whole_number(minimum):
-    """argparse type: an int of at least `minimum`. (common.run's positive_int would load
-    TensorFlow, through common.devices, before a typo could be reported.)"""
+def whole_number(minimum, maximum=None, why=""):
+    """argparse type: an int of at least `minimum` (and at most `maximum`, for the reason
+    `why`). (common.run's positive_int would load TensorFlow, through common.devices,
+    before a typo could be reported.)"""
     def parse(text):
         try:
             value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        except ValueError:  # Also for more than 4,300 digits (Python's int() limit).
+            shown = text if len(text) <= 30 else text[:27] + "..."
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {shown!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            shown = f"{value:,}" if len(str(value)) <= 30 else f"a {len(str(value))}-digit number"
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}{why}, got {shown}")
         return value
     return parse
 
@@ -201,24 +218,31 @@ def make_parser():
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", metavar="SOURCE",
                         help="a run folder (a training script's --out-dir) or a .keras file")
-    parser.add_argument("--num", type=whole_number(1), default=64,
-                        help="images, or side-by-side walks with --interpolate "
-                             "(default: %(default)s)")
+    parser.add_argument("--num", type=whole_number(
+                            1, MAX_IMAGES, " (for more, run again with another --seed)"),
+                        default=64,
+                        help=f"images, or side-by-side walks with --interpolate: at most "
+                             f"{MAX_GRID:,} in a grid, {MAX_IMAGES:,} with --individual, "
+                             f"{MAX_WALKS} walks (default: %(default)s)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--out", default=None,
                        help="the grid PNG, or the GIF with --interpolate "
                             "(default: grid.png, or walk.gif with --interpolate)")
     where.add_argument("--individual", metavar="DIR", default=None,
                        help="write one PNG per image, DIR/0000.png, ..., instead of a grid")
-    parser.add_argument("--interpolate", metavar="STEPS", type=whole_number(1), default=None,
+    frames = f" (a GIF holds at most {MAX_FRAMES:,} frames)"
+    parser.add_argument("--interpolate", metavar="STEPS", type=whole_number(1, MAX_FRAMES, frames),
+                        default=None,
                         help="write a looping GIF latent walk with STEPS frames from each "
-                             "point to the next (default: no walk, still images)")
-    parser.add_argument("--points", type=whole_number(2), default=4,
+                             "point to the next; --points x STEPS is at most "
+                             f"{MAX_FRAMES:,} frames (default: no walk, still images)")
+    parser.add_argument("--points", type=whole_number(2, MAX_FRAMES, frames), default=4,
                         help="random latent points each walk visits before it returns to "
                              "its first (default: %(default)s)")
-    parser.add_argument("--seed", type=whole_number(0), default=0,
-                        help="random seed of the noise; the same seed gives the same "
-                             "pictures (default: %(default)s)")
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED, " (seeds are 32-bit)"),
+                        default=0,
+                        help="random seed of the noise, 0 to 2**32-1; the same seed gives "
+                             "the same pictures (default: %(default)s)")
     parser.add_argument("--noise", choices=("auto", "normal", "uniform"), default="auto",
                         help="noise distribution (default: %(default)s: args.json's "
                              "\"noise\" if the run has one, else normal)")
@@ -239,6 +263,22 @@ def refuse_to_overwrite(targets, individual, overwrite):
                          f"to replace them or choose another --individual folder")
 
 
+def check_limits(parser, args, walk):
+    """One line for a --num, --points or --interpolate within its own limit but too large
+    for what the flags together ask for."""
+    if walk and args.num > MAX_WALKS:
+        parser.error(f"--num {args.num:,} with --interpolate: at most {MAX_WALKS} side-by-side "
+                     f"walks fit a GIF frame; pass a smaller --num")
+    if walk and args.points * args.interpolate > MAX_FRAMES:
+        parser.error(f"--points {args.points:,} x --interpolate {args.interpolate:,} is "
+                     f"{args.points * args.interpolate:,} frames; at most {MAX_FRAMES:,} (the "
+                     f"GIF is built in memory): pass fewer")
+    if not walk and not args.individual and args.num > MAX_GRID:
+        parser.error(f"--num {args.num:,}: a grid of at most {MAX_GRID:,} images stays "
+                     f"viewable; pass --individual DIR to write up to {MAX_IMAGES:,} single "
+                     f"PNGs")
+
+
 def main(argv=None):
     parser = make_parser()
     if argv is None and "ipykernel" in sys.modules:
@@ -247,6 +287,7 @@ def main(argv=None):
     if args.individual and args.interpolate:
         parser.error("--individual writes still images; drop it or --interpolate")
     walk = args.interpolate is not None
+    check_limits(parser, args, walk)
     out = Path(args.out or ("walk.gif" if walk else "grid.png"))
     if not args.individual and out.suffix.lower() != (".gif" if walk else ".png"):
         parser.error(f"--out {out} must end in {'.gif' if walk else '.png'}")
@@ -259,13 +300,17 @@ def main(argv=None):
             points = draw_noise(distribution, args.points * args.num, latent_dim, rng)
             write_walk(model, latent_walk(points.reshape(args.points, args.num, latent_dim),
                                          args.interpolate, distribution), out)
+        elif args.individual:
+            # Drawn at once (the same pictures as ever for a seed), generated and written a
+            # batch at a time: memory holds one batch of images, whatever --num is.
+            noise = draw_noise(distribution, args.num, latent_dim, rng)
+            for start in range(0, args.num, BATCH_SIZE):
+                write_individual(generate(model, noise[start:start + BATCH_SIZE]),
+                                 targets[start:start + BATCH_SIZE])
         else:
-            images = generate(model, draw_noise(distribution, args.num, latent_dim, rng))
-            if args.individual:
-                write_individual(images, targets)
-            else:
-                from common.plotting import save_image_grid
-                save_image_grid(images, out)
+            from common.plotting import save_image_grid
+            save_image_grid(generate(model, draw_noise(distribution, args.num, latent_dim, rng)),
+                            out)
     except GenerateError as error:
         raise SystemExit(f"error: {error}") from None
     except OSError as error:

@@ -30,7 +30,7 @@ MAX_PIXELS = 100_000_000  # Refuse a file that claims more pixels than this: a d
 # all of its ~40 readers on a file it does not recognise, rarely used ones included (and its
 # EPS reader runs Ghostscript).
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
-CACHE_VERSION = 1  # Bump when decoding changes, so older caches are not reused.
+CACHE_VERSION = 2  # Bump when decoding changes, so older caches are not reused.
 
 
 def find_images(folder):
@@ -61,18 +61,25 @@ def decode_image(path, size, crop=1.0):
         width, height = image.size
         _check_pixels(image.size)  # Opening read the header only: nothing is decoded yet.
         side = max(1, round(min(width, height) * crop))
-        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
         # A JPEG can be decoded at 1/2, 1/4 or 1/8 scale directly, far faster than in full:
         # a 512x512 AFHQ photo headed for 64x64 decodes 8x smaller. Pillow keeps at least
         # the requested size, so the final resize still has pixels to antialias from.
         if image.format == "JPEG" and side >= 2 * size:
             image.draft("RGB", (width * 2 * size // side, height * 2 * size // side))
-            factor = image.width / width
-            box = tuple(value * factor for value in box)
+            side = max(1, min(round(side * image.width / width), *image.size))
         # Crop first, then resize: the filter never reaches past the crop for its pixels.
-        square = _to_rgb(image).crop(tuple(round(value) for value in box))
+        square = _to_rgb(image).crop(_centered_square(*image.size, side))
         picture = square.resize((size, size), Image.Resampling.LANCZOS)
         return np.asarray(picture, dtype=np.uint8)
+
+
+def _centered_square(width, height, side):
+    """The crop box (left, top, right, bottom) of the side x side square in the middle of a
+    width x height picture, in whole pixels and exactly `side` wide and tall. (Rounding each
+    edge on its own can make a one-pixel-wide square empty: the middle of a 1x64 picture
+    spans rows 31.5 to 32.5, which both round to 32, and an empty crop resized is black.)"""
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
 
 
 def _check_before_opening(path):
@@ -152,9 +159,17 @@ def decode_images(paths, size, crop=1.0, workers=None, out=None):
             # errors) or, in other Pillow versions, EOFError, struct.error, IndexError...
             return path, _reason(error)
 
-    with ThreadPoolExecutor(workers) as pool:
+    pool = ThreadPoolExecutor(workers)
+    try:
         failures = [result for result in pool.map(decode, enumerate(paths), chunksize=64)
                     if result is not None]
+    except BaseException:
+        # Ctrl-C (or any error) stops the decoding now: the files not started yet are
+        # dropped, and only the few being decoded are waited for, so that no thread still
+        # writes into `pixels` when the caller removes a half-built cache.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     # Close the gaps the skipped files left, keeping the order of the good ones.
     failed = {path for path, _ in failures}
     good = 0
@@ -211,17 +226,25 @@ def load_images(paths, size, crop=1.0, cache_dir=None, root=None, name="images")
             return pixels, [tuple(item) for item in meta["skipped"]], f"cached in {folder}"
         except (OSError, ValueError, KeyError, TypeError):
             pass  # A damaged cache is rebuilt below.
+    shape = (max(len(paths), 1), size, size, 3)
     try:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(cache_dir)  # Their space counts as free below.
+        _check_room(cache_dir, int(np.prod(shape)), len(paths))
         building = Path(cache_dir) / f".{folder.name}.building-{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir()
     except OSError as error:
         raise ValueError(f"cannot write to --cache-dir {cache_dir} ({error.strerror}); "
                          f"choose a writable --cache-dir or leave it out") from None
+    lock = None
     try:
-        target = np.memmap(building / "pixels.u8", np.uint8, mode="w+",
-                           shape=(max(len(paths), 1), size, size, 3))
+        lock = _lock_build(building)
+        # Every byte of the file is given its disk space now: a disk that fills up while we
+        # decode fails here with ENOSPC, not later in a write through the memory map, which
+        # the kernel can only report with SIGBUS (a "Bus error" killing the process).
+        _preallocate(building / "pixels.u8", int(np.prod(shape)))
+        target = np.memmap(building / "pixels.u8", np.uint8, mode="r+", shape=shape)
         pixels, skipped = decode_images(paths, size, crop, out=target)
         count = len(pixels)
         target.flush()
@@ -231,14 +254,123 @@ def load_images(paths, size, crop=1.0, cache_dir=None, root=None, name="images")
                 "skipped": [[str(path), reason] for path, reason in skipped]}
         (building / "meta.json").write_text(json.dumps(meta))
         shutil.rmtree(folder, ignore_errors=True)
+        lock = _unlock_build(building, lock)
         os.replace(building, folder)  # The finished cache appears in one step.
-    except BaseException:
+    except OSError as error:
+        _unlock_build(building, lock)
+        shutil.rmtree(building, ignore_errors=True)
+        raise ValueError(f"cannot build the image cache in --cache-dir {cache_dir} "
+                         f"({error.strerror or error}); free some space there, choose another "
+                         f"--cache-dir, or leave it out") from None
+    except BaseException:  # Ctrl-C included: no half-built cache is left behind.
+        _unlock_build(building, lock)
         shutil.rmtree(building, ignore_errors=True)
         raise
     if count == 0:
         return np.empty((0, size, size, 3), np.uint8), skipped, "decoded"
     pixels = np.memmap(folder / "pixels.u8", np.uint8, mode="r", shape=(count, size, size, 3))
     return pixels, skipped, f"decoded into {folder}"
+
+
+def _check_room(cache_dir, size, count):
+    """ValueError unless `cache_dir`'s disk has room for `size` bytes of pixels and a margin."""
+    needed = size + size // 100 + (1 << 20)
+    free = shutil.disk_usage(cache_dir).free
+    if free < needed:
+        raise ValueError(f"--cache-dir {cache_dir} has {_megabytes(free)} free but caching "
+                         f"{count:,} images needs {_megabytes(needed)}; free some space there, "
+                         f"choose another --cache-dir, or leave it out (the pixels then stay "
+                         f"in memory)")
+
+
+def _megabytes(size):
+    return f"{size / 1e6:,.1f} MB"
+
+
+def _preallocate(path, size):
+    """Create `path` with `size` bytes whose disk space is taken now (OSError ENOSPC when
+    there is not enough), not when they are first written: posix_fallocate where the system
+    and file system have it, else by writing zeros."""
+    import errno
+    with open(path, "wb") as file:
+        allocate = getattr(os, "posix_fallocate", None)
+        if allocate is not None and size > 0:
+            try:
+                allocate(file.fileno(), 0, size)
+                return
+            except OSError as error:
+                if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+        zeros = bytes(1 << 20)
+        for start in range(0, size, len(zeros)):
+            file.write(zeros[:size - start])
+
+
+# A build in progress holds an flock on this file in its folder; the lock dies with the
+# process, however it ends (a kill, a bus error), so a later run can tell a build that is
+# still going from one a killed run left behind.
+LOCK_NAME = ".lock"
+
+
+def _lock_build(building):
+    """Open and lock `building`/LOCK_NAME; returns the open file (None where there is no
+    flock: the process id in the folder's name then tells whether its build still runs)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows.
+        return None
+    lock = open(building / LOCK_NAME, "wb")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return lock
+
+
+def _unlock_build(building, lock):
+    """Remove the lock file and release the lock (before the folder is renamed or removed)."""
+    if lock is not None:
+        Path(building, LOCK_NAME).unlink(missing_ok=True)
+        lock.close()
+    return None
+
+
+def _remove_stale_builds(cache_dir):
+    """Remove the `.<name>.building-<pid>` folders in `cache_dir` that no running build owns:
+    what a run killed while decoding (Ctrl-C twice, a kill -9, a bus error) left, with its
+    disk space. A build another process is still running is left alone."""
+    for entry in Path(cache_dir).glob(".*.building-*"):
+        pid = entry.name.rpartition(".building-")[2]
+        if entry.is_dir() and pid.isdigit() and not _build_running(entry, int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _build_running(building, pid):
+    """Whether a process still builds the cache in `building`, created by process `pid`."""
+    try:
+        import fcntl
+        descriptor = os.open(building / LOCK_NAME, os.O_RDONLY)
+    except ImportError:  # Windows: no flock, and os.kill would end the process.
+        return True
+    except FileNotFoundError:
+        descriptor = None
+    except OSError:
+        return True  # Cannot tell: leave it.
+    if descriptor is not None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True  # Locked: its build is running.
+        finally:
+            os.close(descriptor)  # Releases the lock just taken.
+    # Unlocked, or made before its lock: stale if it is this process's (no build of this
+    # process holds it) or its process is gone.
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # Alive, another user's.
+    return True
 
 
 def describe_skipped(skipped, total, shown=3):
@@ -256,3 +388,62 @@ def _printable(text):
     """`text` with what would break the line escaped: a newline, a control character, or a
     byte of a file name that is not UTF-8 (which print() cannot encode on a UTF-8 terminal)."""
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+# --- From folders to training batches: what every script's data goes through ---------------
+
+
+def read_image_folders(folders, size=64, crop=1.0, cache_dir=None, name="images"):
+    """Every readable image under `folders` (searched recursively) as uint8 (N, size, size,
+    3), decoded once, and a record of where it came from (JSON, kept in args.json, from
+    which common.evaluate reads the same images again). Prints a line for skipped files;
+    ValueError when no image is readable."""
+    folders = [Path(folder) for folder in folders]
+    paths = [path for folder in folders for path in find_images(folder)]
+    root = os.path.commonpath([str(folder) for folder in folders])
+    pixels, skipped, where = load_images(paths, size, crop=crop, cache_dir=cache_dir,
+                                         root=root, name=name)
+    if len(pixels) == 0:
+        raise ValueError(f"{' and '.join(map(str, folders))} has no readable images "
+                         f"({len(paths)} files with the extensions "
+                         f"{' '.join(IMAGE_EXTENSIONS)})")
+    if skipped:
+        print(describe_skipped(skipped, len(pixels) + len(skipped)))
+    return pixels, {"folders": [str(folder) for folder in folders], "size": size,
+                    "crop": crop, "cache_dir": cache_dir, "name": name, "where": where,
+                    "description": f"data: {' + '.join(map(str, folders))}",
+                    "images": f"{' + '.join(folder.name for folder in folders)} ({where})"}
+
+
+def read_source(source):
+    """The images a `read_image_folders` record (from args.json) describes, read again."""
+    return read_image_folders(source["folders"], source["size"], source["crop"],
+                              source.get("cache_dir"), source.get("name", "images"))[0]
+
+
+def image_batches(pixels, batch_size, seed, flip=False):
+    """Endless shuffled batches of images in [-1, 1] from uint8 pixels (N, H, W, C).
+
+    Nothing is decoded again: the data set holds only indices, and each batch gathers its
+    rows from the uint8 array (or its memory map on disk), so no float32 copy of the whole
+    set exists. Each epoch reshuffles; the last batch of an epoch may be smaller.
+    """
+    import tensorflow as tf  # Here: reading folders (common.evaluate) needs no TensorFlow.
+
+    def gather(indices):
+        return pixels[np.sort(indices)]  # Sorted reads are kinder to a memory map on disk.
+
+    def to_float(batch):
+        batch = tf.ensure_shape(batch, (None, *pixels.shape[1:]))
+        batch = tf.cast(batch, tf.float32) / 127.5 - 1.0
+        return tf.image.random_flip_left_right(batch, seed=seed) if flip else batch
+
+    return (
+        tf.data.Dataset.range(len(pixels))
+        .shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(lambda indices: tf.numpy_function(gather, [indices], tf.uint8),
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        .repeat()
+    )

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.metrics import frechet_distance
-from common.run import atomic_write
+from common.rundir import atomic_write
 
 INCEPTION_SIZE = 299
 FEATURE_LENGTH = 2048

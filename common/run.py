@@ -99,10 +99,13 @@ class Run:
             images, source = read(*arguments)
         except ValueError as error:
             raise SystemExit(f"error: {error}") from None
-        except KeyboardInterrupt:
-            print("\nCtrl-C while reading the images; nothing was changed", file=sys.stderr)
+        except KeyboardInterrupt as interrupt:
+            print(f"\nCtrl-C while getting the images; {interrupt or 'nothing was changed'}",
+                  file=sys.stderr)
             raise SystemExit(130) from None
-        print(f"{len(images)} training images from {source.get('description', source)}")
+        print(source["description"])  # Where the data came from: the run's first line.
+        print(f"{len(images)} training images" + (f" from {source['images']}"
+                                                  if "images" in source else ""))
         self.images, self.args.data_source = images, source
         return images
 

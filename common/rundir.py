@@ -233,7 +233,7 @@ def resume_point(out_dir, resume_from=None):
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)  # Reads every byte: a truncated file fails here.
         done = int(reader.get_tensor("epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
-    except (tf.errors.OpError, ValueError, OSError) as error:
+    except Exception as error:  # TensorFlow raises several kinds at a damaged file.
         reason = "its files are missing" if not Path(newest + ".index").exists() else \
             "it is damaged: " + " ".join(str(error).split())[:120]
         intact = [epochs for path, epochs in epochs_of_checkpoints(checkpoints).items()

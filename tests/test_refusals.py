@@ -1,0 +1,231 @@
+"""Issue 13: the remaining ways a user could hurt a run. Each command here is refused in one
+line with a non-zero exit (or, for case 14, told there is nothing to do), and changes
+nothing that a run wrote. Numbers in the test names are the issue's case numbers."""
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from conftest import ROOT, make_messy_folder, run_script, snapshot, write_idx_images
+
+SCRIPT = "train_fashion_mnist.py"
+SCRIPTS = ("train_fashion_mnist.py", "train_faces.py", "train_animals.py", "train_artworks.py")
+
+
+def one_line(result, status=None):
+    """The last line of a refused command; it must not be a traceback."""
+    assert result.returncode != 0 if status is None else result.returncode == status, \
+        result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, sample_images):
+    folder = tmp_path_factory.mktemp("refusal_data")
+    write_idx_images(folder / "train-images-idx3-ubyte.gz", sample_images[:128])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data):
+    """A two-epoch run with a checkpoint per epoch (2 steps an epoch at batch 64)."""
+    out = tmp_path_factory.mktemp("refusal_runs") / "run"
+    run_script(SCRIPT, "--data-dir", data, "--out-dir", out, "--epochs", "2",
+               "--batch-size", "64", "--checkpoint-every", "1")
+    return out
+
+
+@pytest.fixture
+def run_copy(tmp_path, finished_run):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    (copy / ".lock").unlink(missing_ok=True)
+    return copy
+
+
+def train(data, out, *flags):
+    return run_script(SCRIPT, "--data-dir", data, "--out-dir", out, "--batch-size", "64",
+                      *flags, check=False)
+
+
+# --- Data loss ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["delete folder", "empty folder", "delete files"])
+def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_copy, damage):
+    checkpoints = run_copy / "checkpoints"
+    if damage == "delete folder":
+        shutil.rmtree(checkpoints)
+    elif damage == "empty folder":
+        shutil.rmtree(checkpoints)
+        checkpoints.mkdir()
+    else:  # The ckpt-* files go, the list of them stays.
+        for path in checkpoints.glob("ckpt-*"):
+            path.unlink()
+    before = snapshot(run_copy)
+    message = one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    assert str(run_copy) in message or "checkpoint" in message
+    assert "--overwrite" in message or "--resume-from" in message
+    assert snapshot(run_copy) == before
+
+
+def test_2_out_dir_inside_the_data_dir_is_refused(data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    before = snapshot(copy)
+    message = one_line(train(copy, copy / "runs" / "inside"))
+    assert "inside --data-dir" in message
+    assert snapshot(copy) == before and not (copy / "runs").exists()
+    assert "inside --data-dir" in one_line(train(copy, copy))
+
+
+@pytest.mark.parametrize("flags", [["--seed", "-1"], ["--eval-count", "1"],
+                                   ["--augment", "colour"], ["--latent-dim", "100000000"],
+                                   ["--data-dir", "/nonexistent"]])
+def test_3_overwrite_deletes_nothing_when_a_flag_or_the_data_is_bad(data, run_copy, flags):
+    before = snapshot(run_copy)
+    result = run_script(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--overwrite",
+                        *flags, check=False)
+    message = one_line(result)
+    assert message.startswith("error:")
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("other", ["train_animals.py", "train_faces.py"])
+def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp_path):
+    before = snapshot(run_copy)
+    result = run_script(other, "--data-dir", tmp_path / "data", "--out-dir", run_copy, "--resume",
+                        check=False)
+    message = one_line(result)
+    assert "train_fashion_mnist.py" in message and other in message
+    assert snapshot(run_copy) == before
+
+
+# --- Crashes that must be one line ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**40)], "--seed"),
+    (["--latent-dim", "100000000"], "--latent-dim"),
+    (["--eval-count", "1"], "--eval-count"),
+    (["--epochs", "abc"], "--epochs"),
+    (["--checkpoint-every", "soon"], "--checkpoint-every"),
+    (["--out-dir", ""], "--out-dir"),
+    (["--data-dir", ""], "--data-dir"),
+])
+def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, flags, words):
+    result = run_script(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run", *flags,
+                        check=False)
+    message = one_line(result, status=2)
+    assert words in message and message.startswith("error:")
+    assert "usage:" not in result.stderr  # argparse's 14-line usage stays on --help.
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, words", [
+    ("[1, 2, 3]", "not a JSON object"),
+    ('{"latent_dim": "big", "dataset": "fashion_mnist"}', "latent_dim"),
+    ("{not json", "cannot read"),
+])
+def test_7_a_damaged_args_json_is_one_line(data, run_copy, content, words):
+    (run_copy / "args.json").write_text(content)
+    before = snapshot(run_copy)
+    assert words in one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    assert snapshot(run_copy) == before
+
+
+def test_7_a_garbled_history_is_one_line(data, run_copy):
+    (run_copy / "history.csv").write_text("epoch,d_loss\nthree,x\n")
+    before = snapshot(run_copy)
+    message = one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    assert "history.csv" in message
+    assert snapshot(run_copy) == before
+
+
+def test_7_10_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(data, run_copy):
+    newest = max((run_copy / "checkpoints").glob("ckpt-*.data-*"),
+                 key=lambda path: int(path.name.split("-")[1].split(".")[0]))
+    newest.write_bytes(newest.read_bytes()[:1000])
+    before = snapshot(run_copy)
+    message = one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    assert "--resume-from 1" in message and newest.name.split(".")[0] in message
+    assert snapshot(run_copy) == before
+    # Deleted instead of cut short: the same advice, never --overwrite.
+    for path in newest.parent.glob(newest.name.split(".")[0] + ".*"):
+        path.unlink()
+    message = one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    assert "--resume-from 1" in message and "--overwrite" not in message
+    # The advice works.
+    result = train(data, run_copy, "--resume-from", "1", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("tf_config", ['{"cluster": {"worker": 5}}', "[]",
+                                       '{"cluster": {"worker": ["localhost:1", "localhost:2"]},'
+                                       ' "task": {"type": "worker", "index": 9}}'])
+def test_7_malformed_tf_config_is_one_line(data, tmp_path, monkeypatch, tf_config):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    import conftest
+    monkeypatch.setattr(conftest, "ENV", {**conftest.ENV, "TF_CONFIG": tf_config})
+    result = conftest.run_script(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run",
+                                 "--strategy", "multiworker", check=False)
+    assert "TF_CONFIG" in one_line(result)
+
+
+# --- Wrong messages and surprises -----------------------------------------------------------
+
+
+def test_9_max_steps_is_not_kept_for_resume(data, tmp_path):
+    out = tmp_path / "run"
+    assert train(data, out, "--epochs", "1", "--max-steps", "1").returncode == 0
+    assert json.loads((out / "args.json").read_text())["max_steps"] == 1
+    result = train(data, out, "--resume", "--epochs", "3")
+    assert result.returncode == 0, result.stderr
+    assert "--max-steps" not in result.stdout
+    rows = (out / "history.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1", "2", "3"]
+
+
+def test_12_artist_folders_differing_only_in_case_are_ambiguous(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    import train_artworks
+    for name in ("rembrandt", "Rembrandt", "Pablo_Picasso"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(ValueError, match="matches 2 folders"):
+        train_artworks.choose_artists(tmp_path, ["REMBRANDT"])
+    assert train_artworks.choose_artists(tmp_path, ["Rembrandt"]) == [tmp_path / "Rembrandt"]
+    assert train_artworks.choose_artists(tmp_path, ["pablo picasso"]) == \
+        [tmp_path / "Pablo_Picasso"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_13_a_data_dir_that_is_a_file_says_so(script, tmp_path):
+    file = tmp_path / "data.zip"
+    file.write_bytes(b"PK")
+    message = one_line(run_script(script, "--data-dir", file, "--out-dir", tmp_path / "run",
+                                  check=False))
+    assert str(file) in message and "file" in message and "does not exist" not in message
+
+
+def test_14_resume_with_fewer_epochs_than_done_says_so_and_changes_nothing(data, run_copy):
+    before = snapshot(run_copy)
+    result = train(data, run_copy, "--resume", "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "already finished epoch 2" in result.stdout
+    assert snapshot(run_copy) == before
+
+
+def test_a_folder_run_refuses_resume_when_a_messy_artist_folder_is_the_out_dir(tmp_path):
+    """Case 2 for the 64px scripts: the artist folders hold the run."""
+    make_messy_folder(tmp_path / "images", good_per_artist=2)
+    before = snapshot(tmp_path / "images")
+    message = one_line(run_script("train_artworks.py", "--data-dir", tmp_path / "images",
+                                  "--out-dir", tmp_path / "images" / "Rembrandt" / "run",
+                                  check=False))
+    assert "inside --data-dir" in message
+    assert snapshot(tmp_path / "images") == before
