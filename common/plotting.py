@@ -375,6 +375,10 @@ def plot_d_probs(history, path):
     axes.plot(epochs, [row["d_real"] for row in history], label="D(x), real images", **style)
     axes.plot(epochs, [row["d_fake"] for row in history], label="D(G(z)), generated images",
               **style)
+    if any("augment_p" in row for row in history):  # --augment-adaptive's strength, also 0-1.
+        axes.plot([row["epoch"] for row in history if "augment_p" in row],
+                  [row["augment_p"] for row in history if "augment_p" in row],
+                  label="augmentation p", color="gray", **style)
     axes.axhline(0.5, color="gray", linewidth=0.8, linestyle="--")
     axes.set(xlabel="epoch", ylabel="mean probability 'real'", ylim=(0, 1),
              title="Discriminator outputs")

@@ -104,7 +104,7 @@ def format_row(row, epochs):
     return (f"epoch {row['epoch']:>{width}}/{epochs} | d_loss {row['d_loss']:.4f} | "
             f"g_loss {row['g_loss']:.4f} | D(x) {row['d_real']:.3f} | "
             f"D(G(z)) {row['d_fake']:.3f} | {row['images_per_sec']:.1f} img/s | "
-            f"{row['seconds']:.1f} s")
+            f"{row['seconds']:.1f} s" + (f" | p {row['augment_p']:.3f}" if "augment_p" in row else ""))
 
 
 def _interactive(stream):

@@ -23,6 +23,7 @@ and NaN stops; and what is written as an epoch closes. Every user error ends in 
 """
 
 import contextlib
+import itertools
 import shutil
 import signal
 import sys
@@ -33,7 +34,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from common.augment import AdaptiveProbability, augment, parse_policy
+from common.augment import AdaptiveProbability, augment, parse_policy, step_seed
 from common.devices import (choose_jit, choose_policy, choose_strategy, describe, is_chief,
                             portable_copy, set_policy)
 from common.ema import copy_weights, restore, update_average
@@ -197,9 +198,13 @@ class Run:
                                    jit_compile=self.jit, reduce_retracing=True)
         policy = self.augment_policy
         probability = adaptive.probability if adaptive else 1.0
+        calls = itertools.count()  # Each place D looks gets its own draws (fixed in tracing).
 
         def augment_images(images):  # What D sees of every image, real or generated.
-            return augment(images, policy, probability) if policy else images
+            if not policy:
+                return images
+            seed = step_seed(args.seed, generator_optimizer.iterations, next(calls))
+            return augment(images, policy, probability, seed)
 
         @tf.function(reduce_retracing=True)
         def distributed_step(real, noise):

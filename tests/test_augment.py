@@ -247,7 +247,7 @@ def test_compiles_with_xla_for_every_dtype():
 
 # Runs in a fresh Python: logical devices must be set before TensorFlow starts.
 MIRRORED = r"""
-import json, sys
+import json
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common import images, losses, plotting, run
+from common import flags, images, losses, plotting, run, rundir
 from common.metrics import frechet_distance, pixel_fid
 from common.progress import EpochLog, format_row
 
@@ -43,6 +43,28 @@ def test_device_shares_of_the_losses_add_up_to_the_whole_batch_mean():
 
 def test_global_batch_size_on_one_device_is_the_batch():
     assert float(losses.global_batch_size(tf.zeros([7, 3]))) == 7.0
+
+
+def test_losses_count_the_batch_from_the_logits_when_not_given():
+    real = tf.constant([[0.5], [-1.0], [2.0]])
+    fake = tf.constant([[-0.5], [1.0], [0.0]])
+    assert float(losses.discriminator_loss(real, fake)) == pytest.approx(
+        float(losses.discriminator_loss(real, fake, 3.0)), rel=1e-6)
+    assert float(losses.generator_loss(fake)) == pytest.approx(
+        float(losses.generator_loss(fake, 3.0)), rel=1e-6)
+    assert float(losses.mean_probability(real)) == pytest.approx(
+        float(tf.reduce_mean(tf.sigmoid(real))), rel=1e-6)
+
+
+def test_step_metrics_are_losses_probabilities_real_sign_and_count():
+    real = tf.constant([[2.0], [-1.0], [3.0], [0.5]])
+    fake = tf.constant([[-2.0], [0.0], [1.0], [-1.0]])
+    d_loss, g_loss = losses.discriminator_loss(real, fake), losses.generator_loss(fake)
+    metrics = losses.step_metrics(d_loss, g_loss, real, fake).numpy()
+    assert metrics.dtype == np.float32 and metrics.shape == (6,)
+    np.testing.assert_allclose(metrics, [
+        float(d_loss), float(g_loss), float(tf.reduce_mean(tf.sigmoid(real))),
+        float(tf.reduce_mean(tf.sigmoid(fake))), (1 - 1 + 1 + 1) / 4, 4.0], rtol=1e-6)
 
 
 def test_losses_stay_finite_for_confident_logits():
@@ -83,13 +105,13 @@ def test_image_grid_color_and_shape_error():
 def test_save_image_grid_and_gif_round_trip(tmp_path):
     paths = []
     for epoch, value in enumerate((-1.0, 0.0, 1.0), start=1):
-        path = run.sample_path(tmp_path, epoch)
+        path = rundir.sample_path(tmp_path, epoch)
         plotting.save_image_grid(np.full((4, 6, 6, 1), value), path)
         paths.append(path)
     assert iio.imread(paths[0]).shape == (2 * 8 + 2, 2 * 8 + 2)
-    assert run.sample_paths(tmp_path, 2) == paths[:2]
+    assert rundir.sample_paths(tmp_path, 2) == paths[:2]
     gif = tmp_path / "progress.gif"
-    plotting.write_gif(run.sample_paths(tmp_path, 3), gif)
+    plotting.write_gif(rundir.sample_paths(tmp_path, 3), gif)
     frames = iio.imread(gif, index=None)
     assert frames.shape[0] == 3
     assert frames[0].mean() < frames[2].mean()  # In order: dark first, bright last.
@@ -98,7 +120,7 @@ def test_save_image_grid_and_gif_round_trip(tmp_path):
 
 
 def test_gif_sees_a_sample_written_again(tmp_path):
-    path = run.sample_path(tmp_path, 1)
+    path = rundir.sample_path(tmp_path, 1)
     plotting.save_image_grid(np.full((1, 4, 4, 1), -1.0), path)
     plotting.write_gif([path], tmp_path / "a.gif")
     plotting.save_image_grid(np.full((1, 4, 4, 1), 1.0), path)  # A resumed epoch's sample.
@@ -130,19 +152,19 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        run.atomic_write(path, broken)
+        rundir.atomic_write(path, broken)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]  # No temporary left.
 
 
 def _parser():
-    parser = argparse.ArgumentParser()
-    run.add_common_arguments(parser, "demo", epochs=5, batch_size=128, lr=2e-4, latent_dim=100)
+    parser = argparse.ArgumentParser(prog="demo")
+    run.Run.add_arguments(parser, "demo", epochs=5, batch_size=128, lr=2e-4, latent_dim=100)
     return parser
 
 
 def test_parse_args_reports_explicit_flags():
-    args, explicit = run.parse_args(_parser(), ["--epochs", "7", "--batch-size", "128"])
+    args, explicit = flags.parse_args(_parser(), ["--epochs", "7", "--batch-size", "128"])
     assert args.epochs == 7 and args.lr == 2e-4 and args.out_dir.endswith("demo")
     assert explicit == {"epochs", "batch_size"}  # Typed flags count even at their default.
 
@@ -150,65 +172,90 @@ def test_parse_args_reports_explicit_flags():
 def test_parse_args_ignores_notebook_kernel_argv(monkeypatch):
     monkeypatch.setitem(sys.modules, "ipykernel", object())
     monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/tmp/kernel.json"])
-    args, explicit = run.parse_args(_parser())
+    args, explicit = flags.parse_args(_parser())
     assert args.epochs == 5 and explicit == set()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs: must be at least 1"),
-    (["--batch-size", "-4"], "--batch-size: must be at least 1"),
-    (["--lr", "0"], "--lr: must be a finite number above 0"),
-    (["--lr", "nan"], "--lr: must be a finite number above 0"),
-    (["--epochs", "ten"], "--epochs: must be a whole number"),
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["--batch-size", "-4"], "argument --batch-size: must be from 1 to 65536, got -4"),
+    (["--lr", "0"], "argument --lr: must be a finite number above 0"),
+    (["--lr", "nan"], "argument --lr: must be a finite number above 0"),
+    (["--epochs", "ten"], "argument --epochs: must be a whole number"),
+    (["--checkpoint-every", "2.5"], "argument --checkpoint-every: epochs must be whole"),
+    (["--checkpoint-every", "0m"], "argument --checkpoint-every: must be a number of epochs"),
+    (["--gif-frames", "1"], "argument --gif-frames: must be from 2 to 10000, got 1"),
     (["--resume", "--overwrite"], "not allowed with argument"),
 ])
-def test_nonsense_flags_exit_with_usage_error(flags, message, capsys):
+def test_nonsense_flags_exit_with_one_error_line(argv, message, capsys):
+    # One line naming the flag and pointing to --help, exit status 2: no usage block.
     with pytest.raises(SystemExit) as exit_info:
-        run.parse_args(_parser(), flags)
+        flags.parse_args(_parser(), argv)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "usage:" not in err, err
+    assert message in err and err.rstrip().endswith("(see demo --help)"), err
+
+
+@pytest.mark.parametrize("text, value", [
+    ("3", [3, "epochs"]), ("5m", [5.0, "minutes"]), ("0.5min", [0.5, "minutes"]),
+    (" 10 minutes ", [10.0, "minutes"]),
+])
+def test_checkpoint_every_takes_epochs_or_minutes(text, value):
+    args, _ = flags.parse_args(_parser(), ["--checkpoint-every", text])
+    assert args.checkpoint_every == value
+    assert flags.parse_args(_parser(), [])[0].checkpoint_every == [5.0, "minutes"]
 
 
 def test_merge_resumed_args_keeps_saved_values_unless_typed():
-    args, explicit = run.parse_args(_parser(), ["--resume", "--epochs", "9"])
+    args, explicit = flags.parse_args(_parser(), ["--resume", "--epochs", "9"])
     saved = {"epochs": 3, "batch_size": 64, "lr": 1e-3, "latent_dim": 100, "resume": False}
-    merged = run.merge_resumed_args(args, explicit, saved)
+    merged = flags.merge_resumed_args(args, explicit, saved)
     assert (merged.epochs, merged.batch_size, merged.lr, merged.resume) == (9, 64, 1e-3, True)
+
+
+def test_resume_does_not_take_over_max_steps():
+    # --max-steps limits one invocation: a resumed run is not cut short by the last one's.
+    args, explicit = flags.parse_args(_parser(), ["--resume"])
+    merged = flags.merge_resumed_args(args, explicit, {"max_steps": 1, "epochs": 3})
+    assert merged.max_steps is None and merged.epochs == 3
+    args, explicit = flags.parse_args(_parser(), ["--resume", "--max-steps", "7"])
+    assert flags.merge_resumed_args(args, explicit, {"max_steps": 1}).max_steps == 7
 
 
 def test_resumed_run_takes_the_machine_flags_typed_now():
     # A run started with --precision float16 on a T4, resumed on a CPU, must not keep it.
-    args, explicit = run.parse_args(_parser(), ["--resume"])
+    args, explicit = flags.parse_args(_parser(), ["--resume"])
     saved = {"precision": "float16", "jit": "on", "strategy": "mirrored", "batch_size": 64}
-    merged = run.merge_resumed_args(args, explicit, saved)
+    merged = flags.merge_resumed_args(args, explicit, saved)
     assert (merged.precision, merged.jit, merged.strategy) == ("auto", "auto", "auto")
     assert merged.batch_size == 64
 
 
 def test_merge_resumed_args_refuses_a_different_model():
-    args, explicit = run.parse_args(_parser(), ["--resume", "--latent-dim", "64"])
+    args, explicit = flags.parse_args(_parser(), ["--resume", "--latent-dim", "64"])
     expected = r"--latent-dim 64 does not match the run being resumed \(--latent-dim 100\)"
     with pytest.raises(ValueError, match=expected):
-        run.merge_resumed_args(args, explicit, {"latent_dim": 100})
+        flags.merge_resumed_args(args, explicit, {"latent_dim": 100})
 
 
 def test_prepare_out_dir_refuses_a_run_and_changes_nothing(tmp_path):
     (tmp_path / "args.json").write_text("{}")
     before = sorted(tmp_path.iterdir())
     with pytest.raises(ValueError, match="already holds a run .* --resume .* --overwrite"):
-        run.prepare_out_dir(tmp_path, resume=False, overwrite=False)
+        rundir.prepare_out_dir(tmp_path, resume=False, overwrite=False)
     assert sorted(tmp_path.iterdir()) == before
-    assert run.prepare_out_dir(tmp_path, resume=True, overwrite=False) is True
-    assert run.prepare_out_dir(tmp_path / "new", resume=True, overwrite=False) is False
+    assert rundir.prepare_out_dir(tmp_path, resume=True, overwrite=False) is True
+    assert rundir.prepare_out_dir(tmp_path / "new", resume=True, overwrite=False) is False
 
 
 def test_prepare_out_dir_unwritable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ValueError, match="is a file"):
-        run.prepare_out_dir(blocker, False, False)
+        rundir.prepare_out_dir(blocker, False, False)
     with pytest.raises(ValueError, match=f"cannot write to --out-dir {blocker}/run"):
-        run.prepare_out_dir(blocker / "run", False, False)
+        rundir.prepare_out_dir(blocker / "run", False, False)
 
 
 def test_clear_run_deletes_only_run_outputs(tmp_path):
@@ -216,17 +263,17 @@ def test_clear_run_deletes_only_run_outputs(tmp_path):
         (tmp_path / name).write_text("x")
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "ckpt-1.index").write_text("x")
-    run.clear_run(tmp_path)
+    rundir.clear_run(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_history_round_trip_drops_rows_after_checkpoint(tmp_path):
     rows = [{"epoch": e, "d_loss": 1.5, "g_loss": 0.5, "d_real": 0.6, "d_fake": 0.4,
              "images_per_sec": 100.0, "seconds": 2.0} for e in (1, 2, 3)]
-    run.write_history(tmp_path, rows)
-    assert run.read_history(tmp_path, 3) == rows
-    assert run.read_history(tmp_path, 2) == rows[:2]
-    assert run.read_history(tmp_path / "none", 5) == []
+    rundir.write_history(tmp_path, rows)
+    assert rundir.read_history(tmp_path, 3) == rows
+    assert rundir.read_history(tmp_path, 2) == rows[:2]
+    assert rundir.read_history(tmp_path / "none", 5) == []
 
 
 # --- Progress ------------------------------------------------------------------------------
@@ -234,8 +281,10 @@ def test_history_round_trip_drops_rows_after_checkpoint(tmp_path):
 
 def test_epoch_log_means_and_row(capsys):
     log = EpochLog(epoch=2, epochs=10, steps=2, first_step=5)
-    log.add(tf.constant([1.0, 2.0, 0.8, 0.2, 128.0]))
-    log.add(tf.constant([3.0, 4.0, 0.6, 0.4, 72.0]))
+    # A step's metrics as common.losses.step_metrics gives them: d_loss, g_loss, D(x),
+    # D(G(z)), the mean sign of the real logits, the image count.
+    log.add(tf.constant([1.0, 2.0, 0.8, 0.2, 0.5, 128.0]))
+    log.add(tf.constant([3.0, 4.0, 0.6, 0.4, -0.5, 72.0]))
     row = log.summary()
     assert row["epoch"] == 2 and row["d_loss"] == 2.0 and row["g_loss"] == 3.0
     assert log.images == 200  # The step's image count rides along with its metrics.
@@ -248,9 +297,9 @@ def test_epoch_log_means_and_row(capsys):
 
 def test_epoch_log_names_the_first_non_finite_step():
     log = EpochLog(epoch=3, epochs=5, steps=10, first_step=21)
-    log.add(tf.constant([1.0, 1.0, 0.5, 0.5, 8.0]))
-    log.add(tf.constant([1.0, float("nan"), 0.5, 0.5, 8.0]))
-    log.add(tf.constant([float("inf"), 1.0, 0.5, 0.5, 8.0]))
+    log.add(tf.constant([1.0, 1.0, 0.5, 0.5, 0.0, 8.0]))
+    log.add(tf.constant([1.0, float("nan"), 0.5, 0.5, 0.0, 8.0]))
+    log.add(tf.constant([float("inf"), 1.0, 0.5, 0.5, 0.0, 8.0]))
     with pytest.raises(FloatingPointError, match=r"epoch 3, step 2 of the epoch \(global step 22\)"):
         log.flush()
 
@@ -288,9 +337,9 @@ def test_parse_args_sees_a_typed_repeatable_flag():
     parser = argparse.ArgumentParser()
     parser.add_argument("--artist", action="append", default=None)
     parser.add_argument("--epochs", type=int, default=3)
-    args, explicit = run.parse_args(parser, ["--artist", "A", "--artist", "B"])
+    args, explicit = flags.parse_args(parser, ["--artist", "A", "--artist", "B"])
     assert args.artist == ["A", "B"] and explicit == {"artist"}
-    args, explicit = run.parse_args(parser, [])
+    args, explicit = flags.parse_args(parser, [])
     assert args.artist is None and explicit == set()
 
 

@@ -2,6 +2,7 @@
 line with a non-zero exit (or, for case 14, told there is nothing to do), and changes
 nothing that a run wrote. Numbers in the test names are the issue's case numbers."""
 
+import importlib
 import json
 import shutil
 import sys
@@ -47,6 +48,26 @@ def run_copy(tmp_path, finished_run):
     return copy
 
 
+def refused(script, *argv, capsys, status=None):
+    """Call the script's main() in this process, as a notebook cell would (no new Python and
+    TensorFlow start for each case), and return the one line it stopped with."""
+    module = importlib.import_module(script[:-3])
+    from common import rundir
+    try:
+        with pytest.raises(SystemExit) as stop:
+            module.main([str(value) for value in argv])
+    finally:  # Let later processes use the folder: a refused run holds its lock no longer.
+        while rundir._locks:
+            rundir._locks.popitem()[1].close()
+    code = stop.value.code
+    lines = [] if isinstance(code, str) or not code else capsys.readouterr().err.splitlines()
+    message = code if isinstance(code, str) else (lines or [""])[-1]
+    assert "\n" not in message.strip()
+    if status is not None:
+        assert (1 if isinstance(code, str) else code) == status
+    return message
+
+
 def train(data, out, *flags):
     return run_script(SCRIPT, "--data-dir", data, "--out-dir", out, "--batch-size", "64",
                       *flags, check=False)
@@ -56,7 +77,8 @@ def train(data, out, *flags):
 
 
 @pytest.mark.parametrize("damage", ["delete folder", "empty folder", "delete files"])
-def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_copy, damage):
+def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_copy, damage,
+                                                                   capsys):
     checkpoints = run_copy / "checkpoints"
     if damage == "delete folder":
         shutil.rmtree(checkpoints)
@@ -67,40 +89,42 @@ def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_cop
         for path in checkpoints.glob("ckpt-*"):
             path.unlink()
     before = snapshot(run_copy)
-    message = one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
+                      "--epochs", "3", capsys=capsys)
     assert str(run_copy) in message or "checkpoint" in message
     assert "--overwrite" in message or "--resume-from" in message
     assert snapshot(run_copy) == before
 
 
-def test_2_out_dir_inside_the_data_dir_is_refused(data, tmp_path):
+def test_2_out_dir_inside_the_data_dir_is_refused(data, tmp_path, capsys):
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     before = snapshot(copy)
-    message = one_line(train(copy, copy / "runs" / "inside"))
+    message = refused(SCRIPT, "--data-dir", copy, "--out-dir", copy / "runs" / "inside",
+                      capsys=capsys)
     assert "inside --data-dir" in message
     assert snapshot(copy) == before and not (copy / "runs").exists()
-    assert "inside --data-dir" in one_line(train(copy, copy))
+    assert "inside --data-dir" in refused(SCRIPT, "--data-dir", copy, "--out-dir", copy,
+                                          capsys=capsys)
 
 
 @pytest.mark.parametrize("flags", [["--seed", "-1"], ["--eval-count", "1"],
                                    ["--augment", "colour"], ["--latent-dim", "100000000"],
                                    ["--data-dir", "/nonexistent"]])
-def test_3_overwrite_deletes_nothing_when_a_flag_or_the_data_is_bad(data, run_copy, flags):
+def test_3_overwrite_deletes_nothing_when_a_flag_or_the_data_is_bad(data, run_copy, flags,
+                                                                     capsys):
     before = snapshot(run_copy)
-    result = run_script(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--overwrite",
-                        *flags, check=False)
-    message = one_line(result)
+    message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--overwrite", *flags,
+                      capsys=capsys)
     assert message.startswith("error:")
     assert snapshot(run_copy) == before
 
 
 @pytest.mark.parametrize("other", ["train_animals.py", "train_faces.py"])
-def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp_path):
+def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp_path, capsys):
     before = snapshot(run_copy)
-    result = run_script(other, "--data-dir", tmp_path / "data", "--out-dir", run_copy, "--resume",
-                        check=False)
-    message = one_line(result)
+    message = refused(other, "--data-dir", tmp_path / "data", "--out-dir", run_copy, "--resume",
+                      capsys=capsys)
     assert "train_fashion_mnist.py" in message and other in message
     assert snapshot(run_copy) == before
 
@@ -118,13 +142,19 @@ def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp
     (["--out-dir", ""], "--out-dir"),
     (["--data-dir", ""], "--data-dir"),
 ])
-def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, flags, words):
-    result = run_script(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run", *flags,
-                        check=False)
-    message = one_line(result, status=2)
+def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, flags, words,
+                                                              capsys):
+    message = refused(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run", *flags,
+                      capsys=capsys, status=2)
     assert words in message and message.startswith("error:")
-    assert "usage:" not in result.stderr  # argparse's 14-line usage stays on --help.
+    assert "usage:" not in message  # argparse's 14-line usage stays on --help.
     assert not (tmp_path / "run").exists()
+
+
+def test_8_argument_errors_in_a_fresh_process_are_one_line(data, tmp_path):
+    result = run_script(SCRIPT, "--epochs", "abc", "--out-dir", tmp_path / "run", check=False)
+    assert result.returncode == 2 and "usage:" not in result.stderr
+    assert one_line(result).startswith("error: argument --epochs")
 
 
 @pytest.mark.parametrize("content, words", [
@@ -132,33 +162,37 @@ def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, f
     ('{"latent_dim": "big", "dataset": "fashion_mnist"}', "latent_dim"),
     ("{not json", "cannot read"),
 ])
-def test_7_a_damaged_args_json_is_one_line(data, run_copy, content, words):
+def test_7_a_damaged_args_json_is_one_line(data, run_copy, content, words, capsys):
     (run_copy / "args.json").write_text(content)
     before = snapshot(run_copy)
-    assert words in one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    assert words in refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
+                            "--epochs", "3", capsys=capsys)
     assert snapshot(run_copy) == before
 
 
-def test_7_a_garbled_history_is_one_line(data, run_copy):
+def test_7_a_garbled_history_is_one_line(data, run_copy, capsys):
     (run_copy / "history.csv").write_text("epoch,d_loss\nthree,x\n")
     before = snapshot(run_copy)
-    message = one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
+                      "--epochs", "3", capsys=capsys)
     assert "history.csv" in message
     assert snapshot(run_copy) == before
 
 
-def test_7_10_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(data, run_copy):
+def test_7_10_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(data, run_copy,
+                                                                            capsys):
     newest = max((run_copy / "checkpoints").glob("ckpt-*.data-*"),
                  key=lambda path: int(path.name.split("-")[1].split(".")[0]))
     newest.write_bytes(newest.read_bytes()[:1000])
     before = snapshot(run_copy)
-    message = one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    argv = (SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume", "--epochs", "3")
+    message = refused(*argv, capsys=capsys)
     assert "--resume-from 1" in message and newest.name.split(".")[0] in message
     assert snapshot(run_copy) == before
     # Deleted instead of cut short: the same advice, never --overwrite.
     for path in newest.parent.glob(newest.name.split(".")[0] + ".*"):
         path.unlink()
-    message = one_line(train(data, run_copy, "--resume", "--epochs", "3"))
+    message = refused(*argv, capsys=capsys)
     assert "--resume-from 1" in message and "--overwrite" not in message
     # The advice works.
     result = train(data, run_copy, "--resume-from", "1", "--epochs", "2")
@@ -204,28 +238,27 @@ def test_12_artist_folders_differing_only_in_case_are_ambiguous(tmp_path):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_13_a_data_dir_that_is_a_file_says_so(script, tmp_path):
+def test_13_a_data_dir_that_is_a_file_says_so(script, tmp_path, capsys):
     file = tmp_path / "data.zip"
     file.write_bytes(b"PK")
-    message = one_line(run_script(script, "--data-dir", file, "--out-dir", tmp_path / "run",
-                                  check=False))
+    message = refused(script, "--data-dir", file, "--out-dir", tmp_path / "run", capsys=capsys)
     assert str(file) in message and "file" in message and "does not exist" not in message
 
 
-def test_14_resume_with_fewer_epochs_than_done_says_so_and_changes_nothing(data, run_copy):
+def test_14_resume_with_fewer_epochs_than_done_says_so_and_changes_nothing(data, run_copy,
+                                                                           capsys):
     before = snapshot(run_copy)
-    result = train(data, run_copy, "--resume", "--epochs", "1")
-    assert result.returncode == 0, result.stderr
-    assert "already finished epoch 2" in result.stdout
+    refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume", "--epochs", "1",
+            capsys=capsys, status=0)
+    assert "already finished epoch 2" in capsys.readouterr().out
     assert snapshot(run_copy) == before
 
 
-def test_a_folder_run_refuses_resume_when_a_messy_artist_folder_is_the_out_dir(tmp_path):
-    """Case 2 for the 64px scripts: the artist folders hold the run."""
+def test_2_for_an_image_folder_too(tmp_path, capsys):
+    """Case 2 for the 64px scripts: the run would sit among the paintings."""
     make_messy_folder(tmp_path / "images", good_per_artist=2)
     before = snapshot(tmp_path / "images")
-    message = one_line(run_script("train_artworks.py", "--data-dir", tmp_path / "images",
-                                  "--out-dir", tmp_path / "images" / "Rembrandt" / "run",
-                                  check=False))
+    message = refused("train_artworks.py", "--data-dir", tmp_path / "images",
+                      "--out-dir", tmp_path / "images" / "Rembrandt" / "run", capsys=capsys)
     assert "inside --data-dir" in message
     assert snapshot(tmp_path / "images") == before
