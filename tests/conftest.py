@@ -99,6 +99,16 @@ def tiny_data(tmp_path_factory, sample_images):
     return folder
 
 
+@pytest.fixture(scope="session")
+def fashion_sample_run(tmp_path_factory):
+    """A one-step Fashion-MNIST run on the shipped 2,000-image sample, made once for every
+    test that only reads a finished run (generate, evaluate, refused commands)."""
+    out = tmp_path_factory.mktemp("fashion_sample") / "run"
+    run_script("train_fashion_mnist.py", "--data-dir", FASHION_SAMPLE, "--epochs", "1",
+               "--max-steps", "1", "--out-dir", out)
+    return out
+
+
 # --- Image folders for the 64x64 scripts --------------------------------------------------
 
 
@@ -177,3 +187,70 @@ def shapes_folder(tmp_path_factory):
     for index, image in enumerate(pixels):
         Image.fromarray(image).save(root / f"{index:03d}.png")
     return root, pixels
+
+
+# --- Every script on quick data (issue 12: each survival behaviour on every script) -------
+
+SCRIPTS = ("train_fashion_mnist.py", "train_faces.py", "train_animals.py", "train_artworks.py")
+LATENT = {"train_fashion_mnist.py": 128, "train_faces.py": 100, "train_animals.py": 100,
+          "train_artworks.py": 128}
+QUICK_STEPS = 2  # Steps an epoch of every script on its quick data: full batches only.
+QUICK_IMAGES = 24  # Images in quick_folder: two batches of 12.
+# The unbroken run the survival tests compare with: a checkpoint per epoch, all kept; the
+# moving average and TensorBoard on, so their outputs can be checked on every script too.
+STRAIGHT_EPOCHS = 3
+STRAIGHT = ("--epochs", STRAIGHT_EPOCHS, "--checkpoint-every", 1, "--keep-checkpoints", 5,
+            "--ema", 0.9, "--tensorboard")
+
+
+def script_module(script):
+    import importlib
+    return importlib.import_module(script[:-3])
+
+
+@pytest.fixture(scope="session")
+def quick_data(tmp_path_factory, sample_images):
+    """256 real Fashion-MNIST images: two full batches of 128 an epoch, so each process
+    compiles its step once (tiny_data's partial second batch costs a second trace)."""
+    folder = tmp_path_factory.mktemp("quick_fashion")
+    write_idx_images(folder / "train-images-idx3-ubyte.gz", sample_images[:256])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def quick_folder(tmp_path_factory):
+    """24 small shape images for the 64px scripts, in Rembrandt/ so that train_artworks.py
+    finds its default artist (the other two search the folder recursively)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("quick_images")
+    (root / "Rembrandt").mkdir()
+    rng = np.random.default_rng(2)
+    for index in range(QUICK_IMAGES):
+        Image.fromarray(shape_image(rng, 48, 48)).save(root / "Rembrandt" / f"{index:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def quick_flags(quick_data, quick_folder):
+    """script -> the flags that train it on its quick data, QUICK_STEPS full steps an epoch."""
+    def flags(script):
+        if script == "train_fashion_mnist.py":
+            return ["--data-dir", quick_data]
+        return ["--data-dir", quick_folder, "--batch-size", QUICK_IMAGES // QUICK_STEPS]
+    return flags
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory, quick_flags):
+    """script -> the out-dir of its unbroken STRAIGHT run on quick data (made once, on first
+    use; tests copy it before changing anything)."""
+    made = {}
+
+    def get(script):
+        if script not in made:
+            out = tmp_path_factory.mktemp("straight") / script[:-3]
+            run_script(script, *quick_flags(script), "--out-dir", out, *STRAIGHT)
+            made[script] = out
+        return made[script]
+    return get
