@@ -242,7 +242,24 @@ def quick_flags(quick_data, quick_folder):
 
 
 @pytest.fixture(scope="session")
-def straight_run(tmp_path_factory, quick_flags):
+def quick_train(quick_flags):
+    """quick_train(script, out, *flags): the script on its quick data, writing to `out`, in
+    a fresh Python. preexec_fn runs in the child before it starts (resource limits)."""
+    def train(script, out, *flags, check=True, preexec_fn=None):
+        if preexec_fn is None:
+            return run_script(script, *quick_flags(script), "--out-dir", out, *flags,
+                              check=check)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / script), *map(str, quick_flags(script)), "--out-dir",
+             str(out), *map(str, flags)], capture_output=True, text=True, env=ENV, cwd=ROOT,
+            timeout=600, preexec_fn=preexec_fn)
+        assert not check or result.returncode == 0, result.stderr
+        return result
+    return train
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory, quick_train):
     """script -> the out-dir of its unbroken STRAIGHT run on quick data (made once, on first
     use; tests copy it before changing anything)."""
     made = {}
@@ -250,7 +267,7 @@ def straight_run(tmp_path_factory, quick_flags):
     def get(script):
         if script not in made:
             out = tmp_path_factory.mktemp("straight") / script[:-3]
-            run_script(script, *quick_flags(script), "--out-dir", out, *STRAIGHT)
+            quick_train(script, out, *STRAIGHT)
             made[script] = out
         return made[script]
     return get
