@@ -56,14 +56,16 @@ class EpochLog:
         self.done += len(values)
         self.pending = []
 
-    def summary(self):
-        """Flush and return the epoch's history row (means over its steps)."""
+    def summary(self, **extra):
+        """Flush and return the epoch's history row (means over its steps, and `extra`
+        columns such as augment_p), after printing it as the epoch's line."""
         self.flush()
         seconds = time.perf_counter() - self.start
         means = self.totals / max(self.done, 1)
         row = {"epoch": self.epoch, **dict(zip(METRICS, means.round(6).tolist()))}
         row["images_per_sec"] = round(self.images / seconds, 1)
         row["seconds"] = round(seconds, 2)
+        row.update(extra)
         if self.interactive:
             self.stream.write("\r\033[K")
         print(format_row(row, self.epochs), file=self.stream, flush=True)

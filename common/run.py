@@ -276,7 +276,9 @@ class Run:
         and exits at Ctrl-C."""
         args, epoch = self.args, self.epoch_log.epoch
         try:
-            row = self.epoch_log.summary()  # Raises at a non-finite loss before any saving.
+            # Raises at a non-finite loss before anything is saved.
+            row = self.epoch_log.summary(**({"augment_p": round(float(
+                self.adaptive.probability.numpy()), 4)} if self.adaptive else {}))
         except FloatingPointError as error:
             raise SystemExit(
                 f"error: {error}. Kept the last good checkpoint "
@@ -292,8 +294,6 @@ class Run:
         stopping = epoch == args.epochs or self.steps_taken == args.max_steps
         if self.meter and (epoch % args.eval_every == 0 or stopping):
             row.update(self.meter.score(self.sampler, self.noise))
-        if self.adaptive:
-            row["augment_p"] = round(float(self.adaptive.probability.numpy()), 4)
         self.history.append(row)
         self.epochs_done.assign(epoch)
         # A full disk or a lost folder stops the run with one line; every file is written

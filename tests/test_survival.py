@@ -1,5 +1,7 @@
-"""A run survives what happens to real runs (issue #6): SIGKILL at any moment, a disk that
-fills up mid-run, divergence, roll-backs, and two runs started on one out-dir."""
+"""A run survives what happens to real runs (issues #6 and #12): SIGKILL at any moment, a
+disk that fills up mid-run, Ctrl-C, divergence, roll-backs, and two runs started on one
+out-dir. Each behaviour a user counts on is tested on every script (on quick data: two
+steps an epoch); the long series of kills runs on Fashion-MNIST only."""
 
 import csv
 import os
@@ -19,25 +21,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import train_fashion_mnist as script
-from common import run
-from conftest import ENV, ROOT, optimizer_steps, run_script, snapshot, write_idx_images
+import train_fashion_mnist
+from common import rundir
+from conftest import (ENV, LATENT, QUICK_STEPS, ROOT, SCRIPTS, STRAIGHT_EPOCHS, optimizer_steps,
+                      run_script, script_module, snapshot)
 
 SCRIPT = "train_fashion_mnist.py"
-STEPS = 2  # Per epoch on quick_data: 256 images at batch 128.
+STEPS = QUICK_STEPS  # Per epoch on quick data: 256 images at batch 128, or 24 at batch 12.
 EPOCHS_DONE = "epochs_done/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-@pytest.fixture(scope="module")
-def quick_data(tmp_path_factory, sample_images):
-    """256 real images: two full batches an epoch, so each process compiles its step once
-    (tiny_data's partial second batch costs every process a second trace)."""
-    folder = tmp_path_factory.mktemp("quick_fashion")
-    write_idx_images(folder / "train-images-idx3-ubyte.gz", sample_images[:256])
-    return folder
+FIXED_NOISE = "fixed_noise/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def train(data, out, *flags, check=True, preexec_fn=None):
+    """train_fashion_mnist.py on `data`: the script of the tests that run on one script."""
     if preexec_fn is None:
         return run_script(SCRIPT, "--data-dir", data, "--out-dir", out, *flags, check=check)
     result = subprocess.run(
@@ -69,7 +65,7 @@ def history_epochs(out):
     with open(out / "history.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     for row in rows:  # Every row parses, with finite numbers.
-        assert all(np.isfinite(float(row[name])) for name in run.HISTORY_COLUMNS), row
+        assert all(np.isfinite(float(row[name])) for name in rundir.HISTORY_COLUMNS), row
     return [int(row["epoch"]) for row in rows]
 
 
@@ -78,14 +74,14 @@ def gif_frames(out):
 
 
 def sample_epochs(out):
-    return [int(run.SAMPLE_PATTERN.match(path.name).group(1))
-            for path in run.sample_paths(out, 10**9)]
+    return [int(rundir.SAMPLE_PATTERN.match(path.name).group(1))
+            for path in rundir.sample_paths(out, 10**9)]
 
 
 def kept_checkpoints(out):
     """{checkpoint name: epochs it holds} that the state file lists, oldest first."""
     return {os.path.basename(path): done for path, done in
-            run.epochs_of_checkpoints(out / "checkpoints").items()}
+            rundir.epochs_of_checkpoints(out / "checkpoints").items()}
 
 
 def latest_epoch(out):
@@ -93,20 +89,36 @@ def latest_epoch(out):
     return int(tf.train.load_variable(latest, EPOCHS_DONE)) if latest else 0
 
 
-def assert_checkpoint_restores(path):
+def fixed_noise(out):
+    return tf.train.load_variable(tf.train.latest_checkpoint(str(out / "checkpoints")),
+                                  FIXED_NOISE)
+
+
+def run_files(out):
+    """The files a run leaves, by path in the out-dir: not the lock, nor what --resume-from
+    set aside, nor TensorBoard's event files (one per process, named by time and host)."""
+    files = {str(path.relative_to(out)) for path in out.rglob("*") if path.is_file()
+             and path.name != rundir.LOCK_NAME
+             and path.relative_to(out).parts[0] not in (rundir.ROLLED_BACK, "tensorboard")}
+    return sorted(files | ({"tensorboard/"} if (out / "tensorboard").is_dir() else set()))
+
+
+def assert_checkpoint_restores(path, script=SCRIPT):
     """Every tensor reads back (the data file's checksums hold), and the generator's
     weights restore into a freshly built generator."""
     reader = tf.train.load_checkpoint(str(path))
     for name in reader.get_variable_to_shape_map():
         reader.get_tensor(name)
-    status = tf.train.Checkpoint(generator=script.make_generator(128)).read(str(path))
+    generator = script_module(script).make_generator(LATENT[script])
+    status = tf.train.Checkpoint(generator=generator).read(str(path))
     status.expect_partial().assert_existing_objects_matched()
 
 
-def assert_generator_loads(out):
+def assert_generator_loads(out, script=SCRIPT):
     generator = keras.saving.load_model(out / "generator.keras")
-    images = np.asarray(generator(np.zeros((2, 128), np.float32)))
-    assert images.shape == (2, 28, 28, 1) and np.isfinite(images).all()
+    images = np.asarray(generator(np.zeros((2, LATENT[script]), np.float32)))
+    size, channels = (28, 1) if script == SCRIPT else (64, 3)
+    assert images.shape == (2, size, size, channels) and np.isfinite(images).all()
 
 
 def is_temporary(name):
@@ -134,9 +146,9 @@ def unlisted_checkpoint_files(out):
     checkpoints = out / "checkpoints"
     if not checkpoints.is_dir():
         return []
-    newest = max(map(run._checkpoint_number, kept_checkpoints(out)), default=-1)
+    newest = max(map(rundir._checkpoint_number, kept_checkpoints(out)), default=-1)
     return [str(path) for path in checkpoints.iterdir()
-            if run._checkpoint_number(path.name) > newest]
+            if rundir._checkpoint_number(path.name) > newest]
 
 
 def assert_clean(out):
@@ -232,7 +244,8 @@ def test_sigkill_at_random_moments_then_resume_finishes_every_epoch_once(
         delay = rng.uniform(0.05, 1.4 if remaining > 4 else 0.9) * first_close
         stale = set(temporaries(out) + unlisted_checkpoint_files(out))
         with open(logs / f"{number:02d}.txt", "w") as log:
-            process = start(quick_data, out, "--resume", "--epochs", KILL_EPOCHS, output=log)
+            process = start(quick_data, out, "--resume", "--epochs", KILL_EPOCHS,
+                            "--checkpoint-every", 1, output=log)
             measured, stale = kill_at(process, out, target, skip, delay, stale)
             first_close = measured or first_close
         # A write under way at the kill left its temporary file (or merged checkpoint files
@@ -276,21 +289,73 @@ def test_sigkill_at_random_moments_then_resume_finishes_every_epoch_once(
     assert_clean(out)
 
 
-# --- 2. A disk that fills up mid-run -----------------------------------------------------
+# --- 2. Every script: --resume-from, a full disk, --resume, Ctrl-C, a NaN loss -------------
+#
+# Each compares with, or starts from, the script's unbroken run (conftest.straight_run:
+# STRAIGHT_EPOCHS epochs, a checkpoint per epoch, all kept, --ema and --tensorboard on).
+
+
+def copy_run(source, folder):
+    shutil.copytree(source, folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
-def one_epoch(tmp_path_factory, quick_data):
-    out = tmp_path_factory.mktemp("one_epoch") / "run"
-    train(quick_data, out, "--epochs", "1")
-    return out
+def rolled_back(tmp_path_factory, straight_run, quick_train):
+    """script -> (out, result, files before): a copy of its straight run, rolled back with
+    --resume-from 1 and trained on to epoch 2. Tests copy it before changing anything."""
+    made = {}
+
+    def get(script):
+        if script not in made:
+            out = copy_run(straight_run(script), tmp_path_factory.mktemp("rolled") / "run")
+            before = snapshot(out)
+            result = quick_train(script, out, "--resume-from", 1, "--epochs", 2)
+            made[script] = out, result, before
+        return made[script]
+    return get
 
 
-@pytest.fixture
-def copy_of_one_epoch(tmp_path, one_epoch):
-    out = tmp_path / "run"
-    shutil.copytree(one_epoch, out)
-    return out
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_from_rolls_back_and_keeps_what_came_after(script, rolled_back):
+    out, result, before = rolled_back(script)
+    aside = out / "rolled_back" / "after_epoch_1"
+    assert f"rolled back to epoch 1 ({out / 'checkpoints' / 'ckpt-2'}); moved" in result.stdout
+    assert f"resuming {out} after epoch 1" in result.stdout
+    assert history_epochs(out) == [1, 2] and sample_epochs(out) == [1, 2]
+    assert gif_frames(out) == 2
+    assert kept_checkpoints(out) == {"ckpt-2": 1, "ckpt-4": 2}
+    assert optimizer_steps(out) == 2 * STEPS
+    moved = ["checkpoints/ckpt-4.index", "checkpoints/ckpt-4.data-00000-of-00001",
+             "checkpoints/ckpt-6.index", "checkpoints/ckpt-6.data-00000-of-00001",
+             "samples/epoch_0002.png", "samples/epoch_0003.png", "generator.keras",
+             "history.csv"]
+    assert snapshot(aside) == {name: before[name] for name in moved}  # Byte for byte.
+    assert_generator_loads(out, script)
+    assert_clean(out)
+
+
+def test_a_second_roll_back_keeps_the_first_ones_files_apart(tmp_path, rolled_back, quick_data):
+    source, _, before = rolled_back(SCRIPT)
+    out = copy_run(source, tmp_path / "run")
+    aside = out / "rolled_back" / "after_epoch_1"
+    first_aside = snapshot(aside)
+    epoch_2 = snapshot(out)
+    train(quick_data, out, "--resume-from", "1", "--epochs", "2")
+    again = out / "rolled_back" / "after_epoch_1_2"
+    assert snapshot(again) == {name: epoch_2[name] for name in (
+        "checkpoints/ckpt-4.index", "checkpoints/ckpt-4.data-00000-of-00001",
+        "samples/epoch_0002.png", "generator.keras", "history.csv")}
+    assert snapshot(aside) == first_aside
+    assert history_epochs(out) == [1, 2] and gif_frames(out) == 2
+
+    # An epoch without a checkpoint: one line listing those there are; nothing changes.
+    files = snapshot(out)
+    line = error_line(train(quick_data, out, "--resume-from", "9", check=False))
+    assert line == (f"error: --resume-from 9: {out / 'checkpoints'} has no checkpoint of epoch "
+                    f"9 (kept epochs: 1, 2); choose one of those, and keep more next time "
+                    f"with --keep-checkpoints")
+    assert snapshot(out) == files
 
 
 def files_at_most(size):
@@ -302,57 +367,72 @@ def files_at_most(size):
     return limit
 
 
-# The sizes an epoch's writes need: a sample grid about 27 KB, generator.keras about 10 MB,
-# the checkpoint about 46 MB (with the EMA generator).
-@pytest.mark.parametrize("size, fails_at", [
-    (10_000, "sample grid"),  # The first write of the epoch, as in a read-only folder.
-    (3_000_000, "generator.keras"),
-    (20_000_000, "checkpoint"),
-])
-def test_full_disk_mid_run_keeps_the_last_good_checkpoint(
-        copy_of_one_epoch, quick_data, size, fails_at):
-    out = copy_of_one_epoch
+# The sizes an epoch's writes need: a sample grid about 27 KB (28px) or 300-500 KB (64px),
+# generator.keras about 10 MB (28px) or 15 MB (64px), the checkpoint about 46 MB or 94 MB
+# (with the EMA generator). So the same limits stop every script at the same write; Fashion-
+# MNIST is tried at each, the 64px scripts at one each.
+FULL_DISK = [(SCRIPT, 10_000, "sample grid"),  # The first write of the epoch, as in a
+             (SCRIPT, 3_000_000, "generator.keras"),  # read-only folder.
+             (SCRIPT, 20_000_000, "checkpoint"),
+             ("train_faces.py", 10_000, "sample grid"),
+             ("train_animals.py", 3_000_000, "generator.keras"),
+             ("train_artworks.py", 20_000_000, "checkpoint")]
+
+
+@pytest.mark.parametrize("script, size, fails_at", FULL_DISK)
+def test_full_disk_mid_run_keeps_the_last_good_checkpoint_and_resume_ends_as_unbroken(
+        tmp_path, rolled_back, straight_run, quick_train, script, size, fails_at):
+    out = copy_run(rolled_back(script)[0], tmp_path / "run")  # Epochs 1 and 2 done.
     before = snapshot(out)
-    result = train(quick_data, out, "--resume", "--epochs", "2", check=False,
-                   preexec_fn=files_at_most(size))
+    result = quick_train(script, out, "--resume", "--epochs", STRAIGHT_EPOCHS, check=False,
+                         preexec_fn=files_at_most(size))
     line = error_line(result)
     assert line.startswith(
         f"error: cannot write to {out} (File too large); kept the last good checkpoint "
-        f"({out / 'checkpoints' / 'ckpt-2'}). "), line
+        f"({out / 'checkpoints' / 'ckpt-4'}). "), line
     assert "--resume" in line
     # Each file is the old one or a whole new one, and which is known from where it failed.
     new = {"sample grid": set(),
-           "generator.keras": {"samples/epoch_0002.png", "progress.gif", "history.csv"},
-           "checkpoint": {"samples/epoch_0002.png", "progress.gif", "history.csv",
+           "generator.keras": {"samples/epoch_0003.png", "progress.gif", "history.csv"},
+           "checkpoint": {"samples/epoch_0003.png", "progress.gif", "history.csv",
                           "generator.keras"}}[fails_at]
     after = snapshot(out)
-    for name in ("generator.keras", "progress.gif", "history.csv", "samples/epoch_0002.png"):
+    for name in ("generator.keras", "progress.gif", "history.csv", "samples/epoch_0003.png"):
         if name in new:
             assert name in after and after[name] != before.get(name), name
         else:
             assert after.get(name) == before.get(name), name
-    assert_generator_loads(out)
+    assert_generator_loads(out, script)
     assert gif_frames(out) == history_epochs(out)[-1] == len(sample_epochs(out))
-    assert history_epochs(out) == ([1, 2] if "history.csv" in new else [1])
-    # The checkpoint of epoch 1 is still the run's latest and only one, and it restores.
-    assert kept_checkpoints(out) == {"ckpt-2": 1}
-    assert_checkpoint_restores(out / "checkpoints" / "ckpt-2")
+    assert history_epochs(out) == ([1, 2, 3] if "history.csv" in new else [1, 2])
+    # The checkpoint of epoch 2 is still the run's latest, and it restores.
+    assert kept_checkpoints(out) == {"ckpt-2": 1, "ckpt-4": 2}
+    assert_checkpoint_restores(out / "checkpoints" / "ckpt-4", script)
     assert {name for name in after if name.startswith("checkpoints/")} == {
         name for name in before if name.startswith("checkpoints/")}
     assert_clean(out)
 
-    # With space again, --resume finishes the run as if nothing had happened.
-    resumed = train(quick_data, out, "--resume", "--epochs", "2")
-    assert "after epoch 1" in resumed.stdout
-    assert history_epochs(out) == [1, 2] and gif_frames(out) == 2
-    assert optimizer_steps(out) == 2 * STEPS
+    # With space again, --resume finishes the run as the unbroken run did: the same steps,
+    # epochs, samples, GIF frames, checkpoints, files and fixed noise.
+    resumed = quick_train(script, out, "--resume", "--epochs", STRAIGHT_EPOCHS)
+    assert f"resuming {out} after epoch 2" in resumed.stdout
+    straight = straight_run(script)
+    assert history_epochs(out) == history_epochs(straight) == [1, 2, 3]
+    assert sample_epochs(out) == sample_epochs(straight) == [1, 2, 3]
+    assert gif_frames(out) == gif_frames(straight) == 3
+    assert optimizer_steps(out) == optimizer_steps(straight) == STRAIGHT_EPOCHS * STEPS
+    assert kept_checkpoints(out) == kept_checkpoints(straight) == {
+        "ckpt-2": 1, "ckpt-4": 2, "ckpt-6": 3}
+    assert run_files(out) == run_files(straight)
+    np.testing.assert_array_equal(fixed_noise(out), fixed_noise(straight))
+    assert_generator_loads(out, script)
     assert_clean(out)
 
 
 RECORD_FAILS = """
 import os, resource, signal, sys
 import tensorflow as tf
-from common.run import disk_errors_exit
+from common.rundir import disk_errors_exit
 out = sys.argv[1]
 done = tf.Variable(0, dtype=tf.int64)
 manager = tf.train.CheckpointManager(tf.train.Checkpoint(epochs_done=done),
@@ -383,69 +463,120 @@ def test_full_disk_while_recording_a_checkpoint_names_the_one_kept(tmp_path):
     assert tf.train.load_variable(str(checkpoints / "ckpt-8"), EPOCHS_DONE) == 8
 
 
-# --- 3. Divergence, --keep-checkpoints, --resume-from ------------------------------------
+def let_ctrl_c_through():
+    """Run in the child before exec: a CI runner may start us with SIGINT blocked or
+    ignored, and a child inherits both; a user's terminal never does that."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_nan_stop_names_epoch_and_step_and_a_saner_lr_resumes(copy_of_one_epoch, quick_data):
-    out = copy_of_one_epoch
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory, quick_flags):
+    """script -> (out, exit status, output): a run of 30 epochs stopped by Ctrl-C once its
+    first epoch has closed (so somewhere in a later epoch)."""
+    made = {}
+
+    def get(script):
+        if script not in made:
+            out = tmp_path_factory.mktemp("interrupted") / "run"
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / script), *map(str, quick_flags(script)),
+                 "--out-dir", str(out), "--epochs", "30"], stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT,
+                preexec_fn=let_ctrl_c_through)
+            lines = []
+            try:
+                for line in process.stdout:  # Wait until an epoch has closed.
+                    lines.append(line)
+                    if re.match(r"epoch +1/30 \|", line):
+                        break
+                process.send_signal(signal.SIGINT)
+                lines.append(process.communicate(timeout=300)[0])
+            finally:
+                process.kill()
+            made[script] = out, process.returncode, "".join(lines)
+        return made[script]
+    return get
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_saves_a_checkpoint(script, interrupted):
+    out, status, output = interrupted(script)
+    assert status == 130, output
+    assert "Traceback" not in output
+    assert f"saved {out / 'checkpoints'}" in output and f"--resume --out-dir {out}" in output
+    finished = history_epochs(out)
+    done = len(finished)
+    assert finished == list(range(1, done + 1)) and latest_epoch(out) == done
+    # The checkpoint holds the steps of the interrupted epoch too; --resume trains that
+    # epoch again from those weights.
+    assert optimizer_steps(out) > STEPS * done
+    assert sample_epochs(out) == finished and gif_frames(out) == done
+    assert_checkpoint_restores(tf.train.latest_checkpoint(str(out / "checkpoints")), script)
+    assert_generator_loads(out, script)
+    assert_clean(out)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_nan_stop_names_epoch_and_step_and_keeps_the_checkpoint(script, tmp_path, interrupted,
+                                                                quick_train):
+    """A diverging resume of the Ctrl-C run: it restores that checkpoint, and at the first
+    non-finite loss stops with one line, leaving the checkpoint and the files as they were."""
+    out = copy_run(interrupted(script)[0], tmp_path / "run")
+    done, steps = latest_epoch(out), optimizer_steps(out)
     before = snapshot(out)
-    line = error_line(train(quick_data, out, "--resume", "--epochs", "2", "--lr", "1e30",
-                            check=False))
-    assert re.match(r"error: non-finite loss at epoch 2, step \d+ of the epoch \(global step "
-                    r"\d+\): d_loss=\S+, g_loss=\S+\. Kept the last good checkpoint \(.*ckpt-2\)",
-                    line), line
+    # A learning rate of 1e30 overflows the weights within a step or two.
+    result = quick_train(script, out, "--resume", "--epochs", done + 2, "--lr", "1e30",
+                         check=False)
+    line = error_line(result)
+    assert f"resuming {out} after epoch {done}" in result.stdout
+    assert re.match(rf"error: non-finite loss at epoch {done + 1}, step \d+ of the epoch "
+                    rf"\(global step \d+\): d_loss=\S+, g_loss=\S+\. Kept the last good "
+                    rf"checkpoint \({re.escape(str(out / 'checkpoints' / f'ckpt-{steps}'))}\); "
+                    rf"continue from it with --resume", line), line
     after = snapshot(out)
-    for name in ("generator.keras", "history.csv", "progress.gif", "checkpoints/checkpoint"):
-        assert after[name] == before[name], name
-    result = train(quick_data, out, "--resume", "--lr", "2e-4")
-    assert f"resuming {out} after epoch 1" in result.stdout
-    assert history_epochs(out) == [1, 2]  # history_epochs also checks every number is finite.
-    assert optimizer_steps(out) == 2 * STEPS
+    for name in ["generator.keras", "history.csv", "progress.gif", "checkpoints/checkpoint"] + [
+            name for name in before if name.startswith(("samples/", "checkpoints/"))]:
+        assert after.get(name) == before[name], name
+    assert set(after) - set(before) <= {name for name in after if name.startswith(
+        "tensorboard/")}, "the stopped run left new files"
+    if script != SCRIPT:
+        return
+    # With a saner --lr the run goes on from the same checkpoint (and so does the Ctrl-C
+    # run: its interrupted epoch is trained again, once).
+    result = quick_train(script, out, "--resume", "--lr", "2e-4")
+    assert f"resuming {out} after epoch {done}" in result.stdout
+    assert history_epochs(out) == list(range(1, done + 3))  # Also: every number finite.
+    assert optimizer_steps(out) == steps + 2 * STEPS
 
 
-def test_keep_checkpoints_keeps_exactly_that_many(tmp_path, quick_data):
+@pytest.mark.xfail(strict=True, reason=(
+    "common/run.py Run.log: a non-finite loss found when the progress bar reads the "
+    "metrics back mid-epoch (every 0.5 s in a notebook, 30 s in a log) escapes as a "
+    "FloatingPointError traceback instead of end_epoch's one line"))
+def test_nan_found_while_the_bar_redraws_is_one_line_too(tmp_path, tiny_data, monkeypatch):
+    import common.progress
+    monkeypatch.setattr(common.progress, "_interactive", lambda stream: True)  # A notebook.
+    try:
+        with pytest.raises(SystemExit) as stop:
+            train_fashion_mnist.main(["--data-dir", tiny_data, "--out-dir", tmp_path / "run",
+                                      "--epochs", 1, "--lr", "1e30", "--precision", "float32"])
+    finally:  # Let go of the out-dir's lock, as a finished process would.
+        while rundir._locks:
+            rundir._locks.popitem()[1].close()
+    assert str(stop.value.code).startswith("error: non-finite loss at epoch 1, step ")
+
+
+# --- 3. Checkpoints kept, lost or damaged (one script: this is the run folder's code) --------
+
+
+def test_checkpoint_every_n_epochs_and_keep_checkpoints(tmp_path, quick_data):
+    """--checkpoint-every 2 saves at epochs 2 and 4, and at the first and the last epoch of
+    the invocation; --keep-checkpoints 3 keeps the newest three of those."""
     out = tmp_path / "run"
-    train(quick_data, out, "--epochs", "4", "--keep-checkpoints", "2")
-    assert kept_checkpoints(out) == {"ckpt-6": 3, "ckpt-8": 4}
+    train(quick_data, out, "--epochs", "5", "--checkpoint-every", "2", "--keep-checkpoints", "3")
+    assert kept_checkpoints(out) == {"ckpt-4": 2, "ckpt-8": 4, "ckpt-10": 5}
     assert_clean(out)  # And no other checkpoint files.
-
-
-def test_resume_from_rolls_back_and_keeps_what_came_after(tmp_path, quick_data):
-    out = tmp_path / "run"
-    train(quick_data, out, "--epochs", "4", "--keep-checkpoints", "5")
-    before = snapshot(out)
-
-    result = train(quick_data, out, "--resume-from", "2", "--epochs", "3")
-    aside = out / "rolled_back" / "after_epoch_2"
-    assert f"rolled back to epoch 2 ({out / 'checkpoints' / 'ckpt-4'}); moved" in result.stdout
-    assert f"resuming {out} after epoch 2" in result.stdout
-    assert history_epochs(out) == [1, 2, 3] and sample_epochs(out) == [1, 2, 3]
-    assert gif_frames(out) == 3
-    assert kept_checkpoints(out) == {"ckpt-2": 1, "ckpt-4": 2, "ckpt-6": 3}
-    assert optimizer_steps(out) == 3 * STEPS
-    moved = ["checkpoints/ckpt-6.index", "checkpoints/ckpt-6.data-00000-of-00001",
-             "checkpoints/ckpt-8.index", "checkpoints/ckpt-8.data-00000-of-00001",
-             "samples/epoch_0003.png", "samples/epoch_0004.png", "generator.keras",
-             "history.csv"]
-    assert snapshot(aside) == {name: before[name] for name in moved}  # Byte for byte.
-
-    # A second roll-back to the same epoch keeps the first one's files apart.
-    epoch_3 = snapshot(out)
-    train(quick_data, out, "--resume-from", "2", "--epochs", "3")
-    again = out / "rolled_back" / "after_epoch_2_2"
-    assert snapshot(again) == {name: epoch_3[name] for name in (
-        "checkpoints/ckpt-6.index", "checkpoints/ckpt-6.data-00000-of-00001",
-        "samples/epoch_0003.png", "generator.keras", "history.csv")}
-    assert snapshot(aside) == {name: before[name] for name in moved}
-    assert history_epochs(out) == [1, 2, 3] and gif_frames(out) == 3
-
-    # An epoch without a checkpoint: one line listing those there are; nothing changes.
-    files = snapshot(out)
-    line = error_line(train(quick_data, out, "--resume-from", "9", check=False))
-    assert line == (f"error: --resume-from 9: {out / 'checkpoints'} has no checkpoint of epoch "
-                    f"9 (kept epochs: 1, 2, 3); choose one of those, and keep more next time "
-                    f"with --keep-checkpoints")
-    assert snapshot(out) == files
 
 
 def fake_run(out, epochs, every=2):
@@ -465,15 +596,15 @@ def fake_run(out, epochs, every=2):
 
 
 @pytest.mark.parametrize("damage", ["delete", "garble"])
-def test_resume_refuses_checkpoints_whose_list_is_lost(tmp_path, quick_data, damage):
+def test_resume_refuses_checkpoints_whose_list_is_lost(tmp_path, quick_data, straight_run,
+                                                       damage):
     """Without TensorFlow's list of checkpoints, --resume would start at epoch 1 and write
     over the run's history, samples and generator: it refuses instead."""
-    out = tmp_path / "run"
-    train(quick_data, out, "--epochs", "2")
+    out = copy_run(straight_run(SCRIPT), tmp_path / "run")
     state = out / "checkpoints" / "checkpoint"
     state.unlink() if damage == "delete" else state.write_text("model_checkpoint_path: {{{")
     before = snapshot(out)
-    line = error_line(train(quick_data, out, "--resume", "--epochs", "3", check=False))
+    line = error_line(train(quick_data, out, "--resume", "--epochs", "4", check=False))
     assert str(out / "checkpoints") in line and "--overwrite" in line, line
     assert snapshot(out) == before
 
@@ -488,8 +619,8 @@ def test_roll_back_passes_over_checkpoints_whose_files_are_gone(tmp_path, capsys
     (out / "checkpoints" / "ckpt-2.index").unlink()  # Half deleted: the data file stays.
     assert kept_checkpoints(out) == {"ckpt-6": 3, "ckpt-8": 4}
     with pytest.raises(ValueError, match=r"has no checkpoint of epoch 1 \(kept epochs: 3, 4\)"):
-        run.roll_back(out, 1)
-    assert run.roll_back(out, 3) == str(out / "checkpoints" / "ckpt-6")
+        rundir.roll_back(out, 1)
+    assert rundir.roll_back(out, 3) == str(out / "checkpoints" / "ckpt-6")
     assert "rolled back to epoch 3" in capsys.readouterr().out
     assert tf.train.latest_checkpoint(str(out / "checkpoints")) == str(
         out / "checkpoints" / "ckpt-6")
@@ -505,7 +636,7 @@ def test_roll_back_passes_over_checkpoints_whose_files_are_gone(tmp_path, capsys
 def test_a_second_run_on_the_same_out_dir_is_refused_until_the_first_is_killed(
         tmp_path, quick_data):
     out = tmp_path / "run"
-    first = start(quick_data, out, "--epochs", "1000")
+    first = start(quick_data, out, "--epochs", "1000", "--checkpoint-every", "1")
     try:
         # Stop the first run in the middle of writing its second checkpoint: the lock is
         # held, and the second run must not take the half-written files for leftovers.
@@ -534,7 +665,7 @@ def test_a_second_run_on_the_same_out_dir_is_refused_until_the_first_is_killed(
                 f"error: another run (process {first.pid}) is using --out-dir {out}; wait for "
                 f"it to finish, stop it, or choose another --out-dir")
         assert snapshot(out) == before, "a refused run changed the out-dir"
-        assert (out / run.LOCK_NAME).read_text() == f"{first.pid}\n"
+        assert (out / rundir.LOCK_NAME).read_text() == f"{first.pid}\n"
         assert stopped_in  # ... including the first run's half-written checkpoint.
     finally:
         first.kill()
@@ -543,7 +674,7 @@ def test_a_second_run_on_the_same_out_dir_is_refused_until_the_first_is_killed(
     result = train(quick_data, out, "--resume", "--epochs", "3")
     assert f"resuming {out} after epoch 1" in result.stdout
     assert history_epochs(out) == [1, 2, 3] and optimizer_steps(out) == 3 * STEPS
-    assert (out / run.LOCK_NAME).read_text().strip() != str(first.pid)
+    assert (out / rundir.LOCK_NAME).read_text().strip() != str(first.pid)
     assert_clean(out)
 
 
@@ -551,23 +682,23 @@ def test_a_second_run_on_the_same_out_dir_is_refused_until_the_first_is_killed(
 def locked(tmp_path):
     """tmp_path; its lock, if this process took one, is let go afterwards."""
     yield tmp_path
-    handle = run._locks.pop(os.path.realpath(tmp_path), None)
+    handle = rundir._locks.pop(os.path.realpath(tmp_path), None)
     if handle:
         handle.close()
 
 
 def test_lock_out_dir_twice_in_one_process_is_fine(locked):
     """A notebook that runs main() again reuses the lock it holds."""
-    run.lock_out_dir(locked)
-    run.lock_out_dir(locked)
-    assert run.prepare_out_dir(locked, resume=True, overwrite=False) is False
-    assert (locked / run.LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    rundir.lock_out_dir(locked)
+    rundir.lock_out_dir(locked)
+    assert rundir.prepare_out_dir(locked, resume=True, overwrite=False) is False
+    assert (locked / rundir.LOCK_NAME).read_text() == f"{os.getpid()}\n"
     # Another process cannot take it meanwhile.
     probe = ("import fcntl, sys\n"
              "with open(sys.argv[1], 'a') as f:\n"
              "    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
              "    except OSError: sys.exit(3)\n")
-    other = subprocess.run([sys.executable, "-c", probe, str(locked / run.LOCK_NAME)])
+    other = subprocess.run([sys.executable, "-c", probe, str(locked / rundir.LOCK_NAME)])
     assert other.returncode == 3
 
 
@@ -590,16 +721,16 @@ def test_remove_leftovers_removes_what_killed_runs_leave_and_nothing_else(tmp_pa
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
     before = snapshot(out)
-    run.remove_leftovers(out)
+    rundir.remove_leftovers(out)
     after = snapshot(out)
     assert not (checkpoints / "ckpt-99_temp").exists()
     assert set(after) == {name for name in before
                           if out / name not in leftovers}, set(before) - set(after)
     assert all(after[name] == before[name] for name in after)
     assert kept_checkpoints(out) == {"ckpt-2": 1, "ckpt-4": 2}
-    run.remove_leftovers(out)  # Again: nothing more to do.
+    rundir.remove_leftovers(out)  # Again: nothing more to do.
     assert snapshot(out) == after
-    run.remove_leftovers(tmp_path / "empty")  # No run there yet: nothing to do.
+    rundir.remove_leftovers(tmp_path / "empty")  # No run there yet: nothing to do.
 
 
 @pytest.mark.parametrize("state", ["garbage {{{\n", ""])
@@ -609,7 +740,7 @@ def test_remove_leftovers_never_deletes_checkpoints_it_cannot_read_the_list_of(t
     (out / "checkpoints" / "checkpoint").write_text(state)
     (out / ".history.tmp-1.csv").write_text("x")
     try:
-        run.remove_leftovers(out)
+        rundir.remove_leftovers(out)
     except ValueError:
         pass  # Refusing is fine too; deleting the checkpoints is not.
     assert sorted(path.name for path in (out / "checkpoints").iterdir()) == [
@@ -622,4 +753,4 @@ def test_remove_leftovers_never_deletes_checkpoints_it_cannot_read_the_list_of(t
     ("ckpt-12_temp", -1), ("ckpt-notes.txt", -1), ("checkpoint", -1), ("my-ckpt-3.index", -1),
 ])
 def test_checkpoint_number(name, number):
-    assert run._checkpoint_number(name) == number
+    assert rundir._checkpoint_number(name) == number
