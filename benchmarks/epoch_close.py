@@ -94,6 +94,8 @@ def legacy_write_gif(frame_paths, path, cache, seconds_per_frame=0.25):
             cache[frame_path] = iio.imread(frame_path)
         frames.append(cache[frame_path])
     durations = [seconds_per_frame * 1000] * (len(frames) - 1) + [seconds_per_frame * 4000]
+    if len(frames) == 1:
+        durations = durations[0]  # Pillow wants a number, not a list, for a single frame.
     plotting.atomic_write(path, lambda temporary: iio.imwrite(
         temporary, np.stack(frames), extension=".gif", duration=durations, loop=0))
 

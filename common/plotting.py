@@ -1,6 +1,6 @@
 """Pictures of a run: sample grids, the progress GIF, and the loss and D(x) curves.
 
-Every file here is written atomically (see `common.run.atomic_write`), so an image
+Every file here is written atomically (see `common.rundir.atomic_write`), so an image
 viewer, a notebook or a kill never sees a half-written file.
 """
 

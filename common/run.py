@@ -80,8 +80,8 @@ class Run:
             self.checkpoint_path, done = None, 0
             if self.resuming:
                 args = merge_resumed_args(args, explicit, load_args(self.out_dir), fixed)
-                if self.chief:
-                    self.checkpoint_path, done = resume_point(self.out_dir, args.resume_from)
+                # Read-only; every worker of a multi-worker run restores the same checkpoint.
+                self.checkpoint_path, done = resume_point(self.out_dir, args.resume_from)
             self.augment_policy = parse_policy(args.augment)
         if done >= args.epochs:
             print(f"{self.out_dir} has already finished epoch {done} of --epochs "

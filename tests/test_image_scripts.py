@@ -1,10 +1,12 @@
 """The three 64x64 scripts (faces, animals, artworks) as users run them, on folders the
-tests build: every kind of file, decode-once, resume, learning, bad input."""
+tests build: every kind of file, decode-once, learning, bad input. (Resume, Ctrl-C, a NaN
+stop and a full disk are tested on every script in test_survival.py.)"""
 
 import importlib
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
@@ -12,7 +14,9 @@ import pytest
 import tensorflow as tf
 
 import common.images
+from common.images import image_batches
 from common.metrics import pixel_fid
+from common.noise import with_noise
 from conftest import (ENV, ROOT, copy_with_flipped_generator_loss, generate_in_fresh_process,
                       optimizer_steps, run_script, snapshot)
 
@@ -31,10 +35,16 @@ def train(script, data, out, *flags, check=True):
 
 
 def dataset_of(script, pixels, batch_size, noise="uniform"):
-    """The script's own (images, noise) batches over `pixels`."""
+    """The (images, noise) batches a run of the script trains on, as Run.batches makes them:
+    common.images.image_batches paired with the script's own sample_noise by with_noise."""
+    draw = module(script).sample_noise
     if script == "train_faces.py":
-        return module(script).load_dataset(pixels, batch_size, 0, True, 100, noise)
-    return module(script).load_dataset(pixels, batch_size, 0, True, LATENT[script])
+        def sample(count, seed):
+            return draw(count, LATENT[script], seed, noise)
+    else:
+        def sample(count, seed):
+            return draw(count, LATENT[script], seed)
+    return with_noise(image_batches(pixels, batch_size, 0, True), sample, 0)
 
 
 def expected_images(script, messy_folder):
@@ -117,25 +127,6 @@ def test_generator_loads_in_a_fresh_process(script, runs):
     assert shape == "(3, 64, 64, 3)" and -1 <= low < high <= 1
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_resume_matches_an_uninterrupted_run(script, runs, tmp_path, messy_folder):
-    straight, _ = runs(script)
-    out = tmp_path / "resumed"
-    train(script, messy_folder[0], out, "--epochs", "1")
-    result = train(script, messy_folder[0], out, "--resume", "--epochs", "2")
-    assert "after epoch 1" in result.stdout
-    for run in (straight, out):
-        assert len((run / "history.csv").read_text().splitlines()) == 1 + 2
-        assert iio.imread(run / "progress.gif", index=None).shape[0] == 2
-    assert optimizer_steps(out) == optimizer_steps(straight)
-    noise = [tf.train.load_variable(tf.train.latest_checkpoint(str(run / "checkpoints")),
-                                    "fixed_noise/.ATTRIBUTES/VARIABLE_VALUE")
-             for run in (straight, out)]
-    np.testing.assert_array_equal(*noise)
-    if script == "train_faces.py":  # Seed 003 draws uniform noise, also for the samples.
-        assert noise[0].min() >= -1 and noise[0].max() <= 1
-
-
 # --- Decode once ---------------------------------------------------------------------------
 
 
@@ -151,20 +142,31 @@ def count_decodes(monkeypatch):
     return calls
 
 
-def read(script, folder, cache_dir=None):
-    if script == "train_artworks.py":
-        return module(script).read_images(folder, ["Rembrandt", "pablo picasso"], cache_dir)
-    return module(script).read_images(folder, cache_dir)
+def read(script, folder, cache_dir=None, artists=("Rembrandt", "pablo picasso")):
+    """The script's read_images on `folder`, as its main() calls it: (pixels, source)."""
+    args = SimpleNamespace(data_dir=str(folder), download=False, cache_dir=cache_dir,
+                           artist=list(artists) if script == "train_artworks.py" else None)
+    return module(script).read_images(args)
+
+
+def skipped_line(capsys):
+    """The one line a reader printed for the files it skipped."""
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped")]
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_each_file_is_decoded_once_and_epochs_decode_nothing(script, messy_folder,
-                                                              count_decodes):
+                                                              count_decodes, capsys):
     root, good, broken = messy_folder
-    pixels, skipped, _ = read(script, root)
+    pixels, source = read(script, root)
     assert pixels.dtype == np.uint8 and pixels.shape == (good, 64, 64, 3)
     assert len(count_decodes) == good + len(broken)  # Every image file, once.
-    assert sorted(path.name for path, _ in skipped) == sorted(broken)
+    line = skipped_line(capsys)
+    assert line.startswith(f"skipped {len(broken)} of {good + len(broken)} files")
+    assert all(name in line for name in broken)
+    assert source["where"] == "decoded" and source["size"] == 64
     batches = iter(dataset_of(script, pixels, 4))
     for _ in range(2):  # Two epochs.
         seen = sum(int(next(batches)[0].shape[0]) for _ in range(-(-good // 4)))
@@ -172,22 +174,24 @@ def test_each_file_is_decoded_once_and_epochs_decode_nothing(script, messy_folde
     assert len(count_decodes) == good + len(broken)  # The epochs decoded nothing.
 
 
-def test_cache_dir_decodes_once_across_runs(tmp_path, messy_folder, count_decodes):
+def test_cache_dir_decodes_once_across_runs(tmp_path, messy_folder, count_decodes, capsys):
     root, good, broken = messy_folder
     cache = tmp_path / "cache"
-    first, skipped, where = read("train_animals.py", root, cache)
-    assert where.endswith(")") and "decoded into" in where
+    first, source = read("train_animals.py", root, cache)
+    assert source["where"].startswith("decoded into ") and source["cache_dir"] == cache
     assert len(count_decodes) == good + len(broken)
-    second, skipped_again, where = read("train_animals.py", root, cache)
-    assert "cached in" in where and len(count_decodes) == good + len(broken)
+    skipped = skipped_line(capsys)
+    second, source = read("train_animals.py", root, cache)
+    assert source["where"].startswith("cached in ") and len(count_decodes) == good + len(broken)
     np.testing.assert_array_equal(np.asarray(first), np.asarray(second))
-    assert isinstance(second, np.memmap) and skipped_again == [(str(p), r) for p, r in skipped]
+    assert isinstance(second, np.memmap)
+    assert skipped_line(capsys) == skipped  # The cache remembers what it skipped.
     # A changed folder is decoded again, not served stale.
     other = tmp_path / "copy"
     shutil.copytree(root, other)
     (other / "Rembrandt" / "99_new.png").write_bytes((root / "Rembrandt" / "01_b.png").read_bytes())
-    third, _, where = read("train_animals.py", other, cache)
-    assert "decoded into" in where and len(third) == good + 1
+    third, source = read("train_animals.py", other, cache)
+    assert source["where"].startswith("decoded into ") and len(third) == good + 1
 
 
 def test_cache_dir_in_a_script_run(tmp_path, messy_folder):
@@ -202,14 +206,13 @@ def test_cache_dir_in_a_script_run(tmp_path, messy_folder):
 
 
 def test_flip_mirrors_some_images_and_only_when_asked():
-    animals = module("train_animals.py")
     image = np.zeros((1, 64, 64, 3), np.uint8)
     image[:, :, :8] = 255  # A white stripe on the left edge only.
     pixels = np.repeat(image, 64, axis=0)
-    flipped = next(iter(animals.load_dataset(pixels, 64, 0, True, 100)))[0].numpy()
+    flipped = next(iter(image_batches(pixels, 64, 0, flip=True))).numpy()
     left = flipped[:, :, :8].mean(axis=(1, 2, 3)) > 0
     assert 10 < left.sum() < 54  # About half mirrored, at random.
-    plain = next(iter(animals.load_dataset(pixels, 64, 0, False, 100)))[0].numpy()
+    plain = next(iter(image_batches(pixels, 64, 0, flip=False))).numpy()
     assert (plain[:, :, :8] == 1).all() and plain.min() == -1
 
 
@@ -242,17 +245,22 @@ def test_flip_defaults(script, flip):
 # --- Artists -------------------------------------------------------------------------------
 
 
-def test_artist_names_are_forgiving_and_repeatable(tmp_path, messy_folder):
+def test_artist_names_are_forgiving_and_repeatable(tmp_path, messy_folder, capsys):
     artworks = module("train_artworks.py")
     root, good, _ = messy_folder
-    pixels, _, source = artworks.read_images(root, ["PABLO PICASSO"])
-    assert len(pixels) == good // 2 and "Pablo_Picasso" in source
-    pixels, _, source = artworks.read_images(root, ["rembrandt", "pablo-picasso"])
-    assert len(pixels) == good and "Rembrandt + Pablo_Picasso" in source
+    pixels, source = read("train_artworks.py", root, artists=["PABLO PICASSO"])
+    assert len(pixels) == good // 2 and source["folders"] == [str(root / "Pablo_Picasso")]
+    pixels, source = read("train_artworks.py", root, artists=["rembrandt", "pablo-picasso"])
+    assert len(pixels) == good and source["folders"] == [str(root / "Rembrandt"),
+                                                         str(root / "Pablo_Picasso")]
+    assert "Rembrandt + Pablo_Picasso" in source["images"]
+    assert artworks.choose_artists(root, ["Rembrandt", "REMBRANDT"]) == [root / "Rembrandt"]
     # Kaggle's zip unpacks to images/images/<artist>/: the outer folder works too.
     shutil.copytree(root, tmp_path / "images" / "images")
-    assert len(artworks.read_images(tmp_path / "images", ["Rembrandt"])[0]) == len(
-        artworks.read_images(root, ["Rembrandt"])[0])
+    assert artworks.choose_artists(tmp_path / "images", ["Rembrandt"]) == [
+        tmp_path / "images" / "images" / "Rembrandt"]
+    assert len(read("train_artworks.py", tmp_path / "images", artists=["Rembrandt"])[0]) == len(
+        read("train_artworks.py", root, artists=["Rembrandt"])[0])
     assert artworks.artist_key("Albrecht_Du\u0308rer") == artworks.artist_key("albrecht durer")
 
 
@@ -320,7 +328,8 @@ def earlier_run(tmp_path, runs):
 def test_missing_folder(script, tmp_path, earlier_run):
     out, before = earlier_run(script)
     line = error_line(train(script, tmp_path / "nowhere", out, "--resume", check=False))
-    assert line.startswith(f"error: --data-dir {tmp_path / 'nowhere'} does not exist; download")
+    assert line.startswith(f"error: --data-dir {tmp_path / 'nowhere'} does not exist; point "
+                           f"it at the ")
     assert snapshot(out) == before
 
 
@@ -342,8 +351,8 @@ def test_unknown_artist_lists_the_artists_found(tmp_path, messy_folder, earlier_
     result = train("train_artworks.py", messy_folder[0], out, "--resume", "--artist", "Monet",
                    check=False)
     line = error_line(result)
-    assert line == (f"error: --artist 'Monet' is not a folder in {messy_folder[0]}; "
-                    f"choose from: Pablo_Picasso, Rembrandt")
+    assert line == (f"error: --artist 'Monet' matches 0 folders in {messy_folder[0]} "
+                    f"(Pablo_Picasso, Rembrandt); give one of those names exactly")
     assert snapshot(out) == before
 
 
@@ -351,5 +360,7 @@ def test_folder_without_artist_folders(tmp_path):
     (tmp_path / "flat").mkdir()
     line = error_line(train("train_artworks.py", tmp_path / "flat", tmp_path / "out",
                             check=False))
-    assert "has no artist folders" in line and not (tmp_path / "out" / "args.json").exists()
+    assert line == (f"error: --artist 'Rembrandt' matches 0 folders in {tmp_path / 'flat'} "
+                    f"(none); give one of those names exactly")
+    assert not (tmp_path / "out" / "args.json").exists()
 

@@ -473,7 +473,7 @@ def let_ctrl_c_through():
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory, quick_flags):
     """script -> (out, exit status, output): a run of 30 epochs stopped by Ctrl-C once its
-    first epoch has closed (so somewhere in a later epoch)."""
+    first epoch has closed, checkpoint and all (so during a later epoch's steps)."""
     made = {}
 
     def get(script):
@@ -486,10 +486,14 @@ def interrupted(tmp_path_factory, quick_flags):
                 preexec_fn=let_ctrl_c_through)
             lines = []
             try:
-                for line in process.stdout:  # Wait until an epoch has closed.
+                for line in process.stdout:  # Wait until an epoch has closed ...
                     lines.append(line)
                     if re.match(r"epoch +1/30 \|", line):
                         break
+                began = time.monotonic()  # ... and its checkpoint is listed: its close
+                while not (out / "checkpoints" / "checkpoint").exists():  # is done.
+                    assert process.poll() is None and time.monotonic() - began < 300
+                    time.sleep(0.01)
                 process.send_signal(signal.SIGINT)
                 lines.append(process.communicate(timeout=300)[0])
             finally:
