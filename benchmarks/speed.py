@@ -7,15 +7,17 @@ Usage:
 
 Step mode (default): for each script, in one process of its own, the reference step (the
 TF tutorial's pattern: one @tf.function, float32, two tapes, no XLA, batches from
-`from_tensor_slices`) and the script's step (its own train_step, precision and jit as
-`auto` picks them here, fed by its own load_dataset) train the same architecture at the
-same batch size on the same images. After warm-up they take turns, --rounds times
+`from_tensor_slices`) and the script's step (its own train_step, compiled by the run
+helper's own path, common.run.Run._compile, with precision and jit as `auto` picks them
+here, fed as a run feeds it: common.images.image_batches paired with the script's noise by
+common.noise.with_noise) train the same architecture at the same batch size on the same
+images. Measured without --ema (benchmarks/ema_cost.py times the average). After warm-up they take turns, --rounds times
 --steps steps each; the medians are compared. It also times the script's input pipeline
 alone (epochs after the first) and reports the process's peak resident memory.
 
 End-to-end mode (--end-to-end FOLDER, 64px scripts): whole epochs on a folder of real
 image files. The reference reads it with keras.utils.image_dataset_from_directory (which
-decodes every file every epoch); the script decodes once (read_images) and then trains
+decodes every file every epoch); the script decodes once (its read_images) and then trains
 from memory. Epochs after the first take turns; medians are compared.
 
 Random pixel values are used in step mode: the speed of a step does not depend on them.
@@ -26,6 +28,7 @@ import argparse
 import importlib
 import inspect
 import itertools
+import types
 import json
 import platform
 import resource
@@ -73,11 +76,15 @@ def reference_step(generator, discriminator, learning_rate):
 
 
 def script_step(script, policy, jit, args):
-    """The script's compiled step, built the way its main() builds it (one device)."""
+    """The script's compiled step, built the way its main() builds it (one device): models
+    under the precision policy, both Adams with their slots built, and train_step compiled
+    by Run._compile itself, so the benchmark times exactly what a run runs."""
     import tensorflow as tf
 
+    from common.augment import parse_policy
     from common.devices import set_policy
     from common.optimizers import make_adam
+    from common.run import Run
 
     set_policy(policy)
     generator = script.make_generator(args.latent_dim)
@@ -86,26 +93,42 @@ def script_step(script, policy, jit, args):
     discriminator_optimizer = make_adam(args.lr, policy)
     generator_optimizer.build(generator.trainable_variables)
     discriminator_optimizer.build(discriminator.trainable_variables)
-    strategy = tf.distribute.get_strategy()
-    replica_step = tf.function(script.train_step, jit_compile=jit, reduce_retracing=True)
-
-    @tf.function(reduce_retracing=True)
-    def distributed_step(real, noise):
-        metrics = strategy.run(replica_step, args=(real, noise, generator, discriminator,
-                                                   generator_optimizer, discriminator_optimizer))
-        return strategy.reduce("SUM", metrics, axis=None)
-
+    # Run._compile reads only these attributes of a Run: a stand-in holding them saves
+    # making an out-dir, a checkpoint and the rest of a run's set-up.
+    run = types.SimpleNamespace(args=args, strategy=tf.distribute.get_strategy(), jit=jit,
+                                adaptive=None, augment_policy=parse_policy(args.augment),
+                                ema_generator=None)
+    step = Run._compile(run, script.train_step, generator, discriminator,
+                        generator_optimizer, discriminator_optimizer)
     set_policy("float32")
-    return generator, discriminator, distributed_step
+    return generator, discriminator, step
+
+
+def script_noise(script, args):
+    """noise(count, seed) as the script's main() hands it to Run.setup."""
+    if "distribution" in inspect.signature(script.sample_noise).parameters:  # Faces.
+        return lambda count, seed: script.sample_noise(count, args.latent_dim, seed, args.noise)
+    return lambda count, seed: script.sample_noise(count, args.latent_dim, seed)
 
 
 def script_dataset(script, pixels, args):
-    """The script's own load_dataset over `pixels`, with its defaults for the rest."""
-    options = {"images": pixels, "pixels": pixels, "batch_size": args.batch_size, "seed": 0,
-               "flip": getattr(args, "flip", False), "latent_dim": args.latent_dim,
-               "noise": getattr(args, "noise", "normal")}
-    names = inspect.signature(script.load_dataset).parameters
-    return script.load_dataset(**{name: options[name] for name in names})
+    """Endless (images, noise) batches over `pixels`, made as Run.batches makes them."""
+    import tensorflow as tf
+
+    from common.images import image_batches
+    from common.noise import with_noise
+
+    return with_noise(image_batches(pixels, args.batch_size, 0, getattr(args, "flip", False)),
+                      script_noise(script, args), 0).prefetch(tf.data.AUTOTUNE)
+
+
+def script_args(script, options):
+    """The script's defaults, as its parser gives them, with the benchmark's changes."""
+    args = script.build_parser().parse_args([])
+    if options.batch_size:
+        args.batch_size = options.batch_size
+    args.ema = 0  # The speed table is measured without the moving average.
+    return args
 
 
 def images_per_second(run, steps, batch_size):
@@ -124,9 +147,7 @@ def measure_steps(name, options):
     from common.devices import choose_jit, choose_policy, portable_copy
 
     script = importlib.import_module(name[:-3])
-    args = script.build_parser().parse_args([])
-    if options.batch_size:
-        args.batch_size = options.batch_size
+    args = script_args(script, options)
     strategy = tf.distribute.get_strategy()
     policy = choose_policy(options.precision)
     jit = choose_jit(options.jit, strategy)
@@ -192,9 +213,8 @@ def measure_end_to_end(name, options):
     from common.devices import choose_jit, choose_policy, portable_copy
 
     script = importlib.import_module(name[:-3])
-    args = script.build_parser().parse_args([])
-    if options.batch_size:
-        args.batch_size = options.batch_size
+    args = script_args(script, options)
+    args.data_dir, args.download, args.cache_dir = options.end_to_end, False, None
     policy = choose_policy(options.precision)
     jit = choose_jit(options.jit, tf.distribute.get_strategy())
     generator, discriminator, ours = script_step(script, policy, jit, args)
@@ -211,10 +231,7 @@ def measure_end_to_end(name, options):
     reference_first = time.perf_counter() - start
 
     start = time.perf_counter()
-    if name == "train_artworks.py":
-        pixels, _, _ = script.read_images(options.end_to_end, args.artist or ["Rembrandt"])
-    else:
-        pixels, _, _ = script.read_images(options.end_to_end)
+    pixels, _ = script.read_images(args)
     # The script's way: one endless iterator, an epoch is `steps` batches of it.
     our_batches = iter(script_dataset(script, pixels, args))
     steps = -(-len(pixels) // args.batch_size)

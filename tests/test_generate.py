@@ -11,7 +11,7 @@ import pytest
 
 from common.generate import draw_noise, latent_walk, lerp, main, slerp
 from common.plotting import image_grid
-from conftest import ENV, FASHION_SAMPLE, ROOT, run_script
+from conftest import ENV, ROOT
 
 
 def cli(*args):
@@ -244,10 +244,8 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, tiny, source, flags
 # --- A real run ----------------------------------------------------------------------------
 
 
-def test_real_fashion_mnist_run_gives_grid_images_and_walk(tmp_path, capsys):
-    run = tmp_path / "run"
-    run_script("train_fashion_mnist.py", "--data-dir", FASHION_SAMPLE, "--epochs", "1",
-               "--max-steps", "1", "--out-dir", run)
+def test_real_fashion_mnist_run_gives_grid_images_and_walk(tmp_path, fashion_sample_run):
+    run = fashion_sample_run  # A one-step run of train_fashion_mnist.py on the real sample.
     result = cli(run, "--num", "9", "--out", tmp_path / "grid.png")
     assert result.returncode == 0, result.stderr
     assert f"wrote 9 images of 28x28x1 to {tmp_path / 'grid.png'} (noise: normal, latent 128, " \

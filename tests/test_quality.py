@@ -133,9 +133,8 @@ def weights_file(inception, tmp_path_factory):
 @pytest.fixture(scope="module")
 def real_pixels():
     """Fashion-MNIST sample images, uint8 (N, 28, 28, 1)."""
-    import train_fashion_mnist
-    images, _ = train_fashion_mnist.read_train_images(FASHION_SAMPLE)
-    return images
+    from common.idx import read_idx_images
+    return read_idx_images(FASHION_SAMPLE / "train-images-idx3-ubyte.gz")
 
 
 def test_features_of_grayscale_uint8_and_color_float_images(inception):
@@ -374,12 +373,9 @@ def test_meter_reports_nan_for_a_diverged_generator(tmp_path, real_pixels):
 
 
 @pytest.fixture(scope="module")
-def fashion_run(tmp_path_factory):
-    """A one-step Fashion-MNIST run on the shipped sample."""
-    out = tmp_path_factory.mktemp("evaluate") / "run"
-    run_script("train_fashion_mnist.py", "--data-dir", FASHION_SAMPLE, "--epochs", "1",
-               "--max-steps", "1", "--out-dir", out)
-    return out
+def fashion_run(fashion_sample_run):
+    """A one-step Fashion-MNIST run on the shipped sample (conftest's, shared)."""
+    return fashion_sample_run
 
 
 def run_evaluate(*args):
@@ -398,8 +394,8 @@ def error_line(result):
 def test_evaluate_scores_a_run_offline(fashion_run, weights_file):
     cache = fashion_run / "inception_real.npz"
     cache.unlink(missing_ok=True)
-    result = run_evaluate(fashion_run, "--dataset", "fashion_mnist", "--num", "32",
-                          "--inception-weights", weights_file, "--batch-size", "16")
+    result = run_evaluate(fashion_run, "--num", "32", "--inception-weights", weights_file,
+                          "--batch-size", "16")
     assert result.returncode == 0, result.stdout + result.stderr
     fid_value = float(re.search(r"^FID (\S+)$", result.stdout, re.M).group(1))
     kid_mean, kid_std = map(float, re.search(r"^KID (\S+) ± (\S+)$", result.stdout, re.M).groups())
@@ -427,19 +423,28 @@ def test_evaluate_refuses_bad_runs_in_one_line(fashion_run, tmp_path):
     assert "missing does not exist" in message
     (tmp_path / "empty").mkdir()
     assert "has no generator.keras" in error_line(run_evaluate(tmp_path / "empty"))
-    old = copy_run(fashion_run, tmp_path / "old", drop=["dataset"])
+    # A run from before args.json recorded where its images came from.
+    old = copy_run(fashion_run, tmp_path / "old", drop=["data_source"])
     message = error_line(run_evaluate(old))
-    assert "pass --dataset" in message and "fashion_mnist" in message
+    assert "does not say where the run's images came from" in message
+    assert "pass --data-dir" in message
     broken = copy_run(fashion_run, tmp_path / "broken")
     (broken / "generator.keras").write_bytes(b"PK\x03\x04 cut short")
     assert "is not a Keras model" in error_line(run_evaluate(broken))
 
 
 def test_evaluate_refuses_bad_data_and_missing_weights_in_one_line(fashion_run, tmp_path):
-    message = error_line(run_evaluate(fashion_run, "--dataset", "fashion_mnist", "--data-dir",
-                                      tmp_path / "no_data", "--num", "8"))
+    message = error_line(run_evaluate(fashion_run, "--data-dir", tmp_path / "no_data",
+                                      "--num", "8"))
     assert "no_data does not exist" in message
-    message = error_line(run_evaluate(fashion_run, "--dataset", "fashion_mnist", "--num", "8",
+    # The run's own data folder gone: the message says it came from args.json.
+    moved = copy_run(fashion_run, tmp_path / "moved")
+    saved = json.loads((moved / "args.json").read_text())
+    saved["data_source"]["idx"] = str(tmp_path / "gone" / "train-images-idx3-ubyte.gz")
+    (moved / "args.json").write_text(json.dumps(saved))
+    message = error_line(run_evaluate(moved, "--num", "8"))
+    assert "gone" in message and "pass --data-dir" in message and "args.json" in message
+    message = error_line(run_evaluate(fashion_run, "--num", "8",
                                       "--inception-weights", tmp_path / "nope.h5"))
     assert "nope.h5 does not exist" in message
 
@@ -448,39 +453,52 @@ def test_evaluate_main_is_callable_from_python(fashion_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         evaluate.main([tmp_path / "missing"])
     assert str(caught.value).startswith("error: ") and "\n" not in str(caught.value)
-    old = copy_run(fashion_run, tmp_path / "old", drop=["dataset"])
-    with pytest.raises(SystemExit, match="pass --dataset"):
+    old = copy_run(fashion_run, tmp_path / "old", drop=["data_source"])
+    with pytest.raises(SystemExit, match="pass --data-dir"):
         evaluate.main([old])
-    saved = evaluate.read_run(old, dataset="fashion_mnist")  # --dataset supplies it.
-    assert saved["dataset"] == "fashion_mnist"
+    saved = evaluate.read_run(old)
+    images, source = evaluate.read_real_images(saved, FASHION_SAMPLE)  # --data-dir supplies it.
+    assert images.shape == (2000, 28, 28, 1)
+    assert source == str(FASHION_SAMPLE / "train-images-idx3-ubyte.gz")
 
 
-def test_evaluate_reads_each_scripts_images_and_noise(shapes_folder, messy_folder):
+def test_evaluate_reads_the_images_args_json_records(shapes_folder, messy_folder):
+    """common.evaluate reads what the run recorded in args.json (data_source), with no
+    training script: image folders with their size and crop, or an idx file."""
     folder, pixels = shapes_folder
-    for dataset in ("faces", "animals"):
-        script = evaluate.training_script(dataset)
-        images, source = evaluate.read_real_images(
-            script, {"dataset": dataset, "data_dir": str(folder), "cache_dir": None})
-        assert images.dtype == np.uint8 and images.shape == pixels.shape
-        assert str(folder) in source
-    # artworks: "artist": null in args.json means the script's default, Rembrandt.
+    record = {"folders": [str(folder)], "size": 64, "crop": 1.0, "cache_dir": None}
+    images, source = evaluate.read_real_images({"data_source": record})
+    assert images.dtype == np.uint8 and images.shape == pixels.shape
+    np.testing.assert_array_equal(images, pixels)
+    assert str(folder) in source
+    # Faces record their crop (the central 140x140 of 178x218): the same files read cropped.
+    cropped, _ = evaluate.read_real_images({"data_source": {**record, "crop": 140 / 178}})
+    assert cropped.shape == pixels.shape and not np.array_equal(cropped, pixels)
+    # Artworks record the artist folders chosen: one artist is fewer images than two.
     root, _, _ = messy_folder
-    script = evaluate.training_script("artworks")
-    images, _ = evaluate.read_real_images(script, {"dataset": "artworks", "data_dir": str(root),
-                                                   "artist": None})
-    both, _ = evaluate.read_real_images(script, {"dataset": "artworks", "data_dir": str(root),
-                                                 "artist": ["Rembrandt", "Pablo_Picasso"]})
-    assert images.shape[1:] == (64, 64, 3) and 0 < len(images) < len(both)
-    # Faces draw uniform noise unless the run says normal; the others draw normal noise.
-    faces = evaluate.training_script("faces")
-    uniform = np.asarray(evaluate.noise_sampler(faces, {"dataset": "faces"}, 8)(500, (0, 1)))
-    assert uniform.shape == (500, 8) and uniform.min() >= -1 and uniform.max() <= 1
-    normal = np.asarray(evaluate.noise_sampler(faces, {"dataset": "faces", "noise": "normal"},
-                                               8)(500, (0, 1)))
-    assert np.abs(normal).max() > 1.5
-    animals = np.asarray(evaluate.noise_sampler(evaluate.training_script("animals"),
-                                                {"dataset": "animals"}, 8)(500, (0, 1)))
-    assert np.abs(animals).max() > 1.5
+    one, _ = evaluate.read_real_images({"data_source": {
+        **record, "folders": [str(root / "Rembrandt")]}})
+    both, source = evaluate.read_real_images({"data_source": {
+        **record, "folders": [str(root / "Rembrandt"), str(root / "Pablo_Picasso")]}})
+    assert one.shape[1:] == (64, 64, 3) and 0 < len(one) < len(both)
+    assert source == f"{root / 'Rembrandt'} + {root / 'Pablo_Picasso'}"
+    idx = FASHION_SAMPLE / "train-images-idx3-ubyte.gz"
+    images, source = evaluate.read_real_images({"data_source": {"idx": str(idx)}})
+    assert images.shape == (2000, 28, 28, 1) and source == str(idx)
+
+
+@pytest.mark.parametrize("script, noise", [("train_fashion_mnist.py", "normal"),
+                                           ("train_faces.py", "uniform"),
+                                           ("train_animals.py", "normal"),
+                                           ("train_artworks.py", "normal")])
+def test_every_script_records_its_noise_for_evaluate(script, noise):
+    """args.json's "noise" tells common.evaluate (through common.generate's load_generator)
+    which noise the generator takes: each script records its own."""
+    import importlib
+    parser = importlib.import_module(script[:-3]).build_parser()
+    assert parser.parse_args([]).noise == noise
+    if script == "train_faces.py":
+        assert parser.parse_args(["--noise", "normal"]).noise == "normal"
 
 
 # --- --eval-every in a training run -----------------------------------------------------------
