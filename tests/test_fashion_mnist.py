@@ -223,7 +223,9 @@ def bad_folder(tmp_path, kind):
 def test_bad_data_folder(tmp_path, earlier_run, kind, expected):
     out, before = earlier_run
     folder = tmp_path / "missing" if kind == "missing" else bad_folder(tmp_path, kind)
-    line = error_line(train(folder, out, "--resume", check=False))
+    # --epochs 2: the earlier run finished its one epoch, and a resume with nothing left to
+    # do would say so and stop before reading any data.
+    line = error_line(train(folder, out, "--resume", "--epochs", "2", check=False))
     assert line.startswith("error: ") and expected in line and str(folder) in line
     assert snapshot(out) == before
 

@@ -3,6 +3,7 @@ tests build: every kind of file, decode-once, learning, bad input. (Resume, Ctrl
 stop and a full disk are tested on every script in test_survival.py.)"""
 
 import importlib
+import json
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,14 @@ def test_run_on_a_messy_folder_writes_every_output(script, runs, messy_folder):
     steps = -(-count // BATCH)  # The last batch of each epoch is a partial one.
     assert count % BATCH != 0 and optimizer_steps(out) == 2 * steps
     assert "epoch 2/2 | d_loss " in result.stdout and " img/s | " in result.stdout
+    # Where the images came from, how they were cut, and the noise G takes: what
+    # common.evaluate reads back from args.json without the script.
+    saved = json.loads((out / "args.json").read_text())
+    root = messy_folder[0]
+    folders = [str(root / "Rembrandt")] if script == "train_artworks.py" else [str(root)]
+    assert saved["data_source"]["folders"] == folders and saved["data_source"]["size"] == 64
+    assert saved["data_source"]["crop"] == pytest.approx(module(script).CROP)
+    assert saved["noise"] == ("uniform" if script == "train_faces.py" else "normal")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -327,7 +336,10 @@ def earlier_run(tmp_path, runs):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_missing_folder(script, tmp_path, earlier_run):
     out, before = earlier_run(script)
-    line = error_line(train(script, tmp_path / "nowhere", out, "--resume", check=False))
+    # --epochs 3: the earlier run finished its two epochs, and a resume with nothing left to
+    # do would say so and stop before reading any data.
+    line = error_line(train(script, tmp_path / "nowhere", out, "--resume", "--epochs", 3,
+                            check=False))
     assert line.startswith(f"error: --data-dir {tmp_path / 'nowhere'} does not exist; point "
                            f"it at the ")
     assert snapshot(out) == before
@@ -340,7 +352,7 @@ def test_folder_without_a_readable_image(script, tmp_path, earlier_run):
     (folder / "Rembrandt").mkdir(parents=True)
     (folder / "Rembrandt" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (folder / "Rembrandt" / "readme.txt").write_text("hello")
-    line = error_line(train(script, folder, out, "--resume", check=False))
+    line = error_line(train(script, folder, out, "--resume", "--epochs", 3, check=False))
     assert line.startswith("error: ") and "has no readable images (1 files" in line
     assert str(folder) in line
     assert snapshot(out) == before
@@ -348,8 +360,8 @@ def test_folder_without_a_readable_image(script, tmp_path, earlier_run):
 
 def test_unknown_artist_lists_the_artists_found(tmp_path, messy_folder, earlier_run):
     out, before = earlier_run("train_artworks.py")
-    result = train("train_artworks.py", messy_folder[0], out, "--resume", "--artist", "Monet",
-                   check=False)
+    result = train("train_artworks.py", messy_folder[0], out, "--resume", "--epochs", 3,
+                   "--artist", "Monet", check=False)
     line = error_line(result)
     assert line == (f"error: --artist 'Monet' matches 0 folders in {messy_folder[0]} "
                     f"(Pablo_Picasso, Rembrandt); give one of those names exactly")
