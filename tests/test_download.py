@@ -118,7 +118,8 @@ def test_first_call_downloads_the_pinned_version_and_finds_the_folder(
 
     assert folder == unpacked(dataset) / expected
     assert origin == {"source": "kaggle", "dataset": dataset.name, "handle": dataset.handle,
-                      "version": dataset.version, "folder": str(folder)}
+                      "version": dataset.version, "folder": str(folder),
+                      "description": describe(origin)}
     assert describe(origin) == (f"data: Kaggle dataset {dataset.handle} version "
                                 f"{dataset.version}, cached at {folder}")
     (method, _, headers, body), = kaggle.api_calls()
@@ -141,9 +142,16 @@ def test_a_second_call_reuses_the_cache_with_the_server_down(kaggle, tmp_path):
 def test_a_given_data_dir_is_used_as_is_and_never_replaced_by_a_download(kaggle, tmp_path):
     default = tmp_path / "default"
     default.mkdir()
-    for given in (tmp_path / "not-there", default):
-        folder, origin = resolve_data_dir(given, default, ANIMALS)
-        assert folder == given and describe(origin) == f"data: folder {given}"
+    folder, origin = resolve_data_dir(default, None, ANIMALS)
+    assert folder == default and describe(origin) == f"data: folder {default}"
+    for given, words in ((tmp_path / "not-there", "does not exist"),
+                         (tmp_path / "file.zip", "is a file")):
+        given.parent.mkdir(exist_ok=True)
+        if given.suffix:
+            given.write_bytes(b"PK")
+        with pytest.raises(ValueError) as error:  # Said so, never downloaded instead.
+            resolve_data_dir(given, default, ANIMALS)
+        assert_one_line(error, str(given), words, "--data-dir")
     assert kaggle.requests == []
 
 
@@ -151,7 +159,8 @@ def test_an_existing_default_folder_is_used_without_a_download(kaggle, tmp_path)
     default = tmp_path / "data" / "afhq" / "train"
     default.mkdir(parents=True)
     folder, origin = resolve_data_dir(None, default, ANIMALS)
-    assert folder == default and origin == {"source": "folder", "folder": str(default)}
+    assert folder == default and origin == {"source": "folder", "folder": str(default),
+                                            "description": f"data: folder {default}"}
     assert kaggle.requests == []
 
 
@@ -280,10 +289,10 @@ def test_without_kagglehub_it_says_pip_install_and_folders_still_work(kaggle, tm
             "p = argparse.ArgumentParser(); add_download_argument(p)\n"
             "d = KaggleDataset('X', 'o/x', 1, 1, Folder(images=True))\n"
             "print(p.parse_args(['--no-download']).download, "
-            "describe(resolve_data_dir('given', None, d)[1]))\n")
+            "describe(resolve_data_dir('common', None, d)[1]))\n")  # An existing folder.
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, check=True)
-    assert result.stdout.strip() == "False data: folder given"
+    assert result.stdout.strip() == "False data: folder common"
 
 
 def test_the_download_flag(kaggle):
