@@ -256,7 +256,7 @@ def close_part(args, folder):
     try:
         from common.rundir import atomic_write, write_history
     except ImportError:  # Before common/run.py was split.
-        from common.run import atomic_write, write_history
+        from common.rundir import atomic_write, write_history
 
     keras.utils.set_random_seed(0)
     generator = train_artworks.make_generator(128)

@@ -7,7 +7,6 @@ import sys
 import tracemalloc
 
 import keras
-import numpy as np
 import pytest
 
 import common.generate as generate
