@@ -99,14 +99,33 @@ def tiny_data(tmp_path_factory, sample_images):
     return folder
 
 
+def made_once(tmp_path_factory, name, make):
+    """The folder `name`, filled by `make(folder)` once in the whole test session, also when
+    pytest-xdist splits the session over workers (pytest.ini): the first worker to ask makes
+    it, in the temporary folder the workers share and under a lock; the others wait for it
+    and use the same folder. (A run of a script is worth sharing; a folder is cheap.)"""
+    import fcntl
+    import shutil
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/, above each worker's popen-gwN/.
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # What a failed attempt left.
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def fashion_sample_run(tmp_path_factory):
     """A one-step Fashion-MNIST run on the shipped 2,000-image sample, made once for every
     test that only reads a finished run (generate, evaluate, refused commands)."""
-    out = tmp_path_factory.mktemp("fashion_sample") / "run"
-    run_script("train_fashion_mnist.py", "--data-dir", FASHION_SAMPLE, "--epochs", "1",
-               "--max-steps", "1", "--out-dir", out)
-    return out
+    return made_once(tmp_path_factory, "fashion_sample_run", lambda out: run_script(
+        "train_fashion_mnist.py", "--data-dir", FASHION_SAMPLE, "--epochs", "1",
+        "--max-steps", "1", "--out-dir", out))
 
 
 # --- Image folders for the 64x64 scripts --------------------------------------------------
@@ -212,9 +231,11 @@ def script_module(script):
 def quick_data(tmp_path_factory, sample_images):
     """256 real Fashion-MNIST images: two full batches of 128 an epoch, so each process
     compiles its step once (tiny_data's partial second batch costs a second trace)."""
-    folder = tmp_path_factory.mktemp("quick_fashion")
-    write_idx_images(folder / "train-images-idx3-ubyte.gz", sample_images[:256])
-    return folder
+    def make(folder):
+        folder.mkdir()
+        write_idx_images(folder / "train-images-idx3-ubyte.gz", sample_images[:256])
+    # Made once for all workers: the straight runs' args.json name it.
+    return made_once(tmp_path_factory, "quick_fashion", make)
 
 
 @pytest.fixture(scope="session")
@@ -223,12 +244,13 @@ def quick_folder(tmp_path_factory):
     finds its default artist (the other two search the folder recursively)."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("quick_images")
-    (root / "Rembrandt").mkdir()
-    rng = np.random.default_rng(2)
-    for index in range(QUICK_IMAGES):
-        Image.fromarray(shape_image(rng, 48, 48)).save(root / "Rembrandt" / f"{index:02d}.png")
-    return root
+    def make(root):
+        (root / "Rembrandt").mkdir(parents=True)
+        rng = np.random.default_rng(2)
+        for index in range(QUICK_IMAGES):
+            Image.fromarray(shape_image(rng, 48, 48)).save(
+                root / "Rembrandt" / f"{index:02d}.png")
+    return made_once(tmp_path_factory, "quick_images", make)
 
 
 @pytest.fixture(scope="session")
@@ -260,14 +282,9 @@ def quick_train(quick_flags):
 
 @pytest.fixture(scope="session")
 def straight_run(tmp_path_factory, quick_train):
-    """script -> the out-dir of its unbroken STRAIGHT run on quick data (made once, on first
-    use; tests copy it before changing anything)."""
-    made = {}
-
+    """script -> the out-dir of its unbroken STRAIGHT run on quick data (made once in the
+    session, on first use; tests copy it before changing anything)."""
     def get(script):
-        if script not in made:
-            out = tmp_path_factory.mktemp("straight") / script[:-3]
-            quick_train(script, out, *STRAIGHT)
-            made[script] = out
-        return made[script]
+        return made_once(tmp_path_factory, f"straight_{script[:-3]}",
+                         lambda out: quick_train(script, out, *STRAIGHT))
     return get

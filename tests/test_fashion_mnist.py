@@ -213,7 +213,7 @@ def bad_folder(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind, expected", [
-    ("missing", "is missing; point it at a folder holding train-images-idx3-ubyte.gz"),
+    ("missing", "does not exist; point it at a folder holding train-images-idx3-ubyte.gz"),
     ("empty-folder", "has no train-images-idx3-ubyte.gz; it should hold"),
     ("truncated-gzip", "train-images-idx3-ubyte.gz (Compressed file ended"),
     ("truncated-idx", "is truncated: its header promises 2000 images"),

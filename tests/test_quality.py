@@ -373,9 +373,13 @@ def test_meter_reports_nan_for_a_diverged_generator(tmp_path, real_pixels):
 
 
 @pytest.fixture(scope="module")
-def fashion_run(fashion_sample_run):
-    """A one-step Fashion-MNIST run on the shipped sample (conftest's, shared)."""
-    return fashion_sample_run
+def fashion_run(fashion_sample_run, tmp_path_factory):
+    """A one-step Fashion-MNIST run on the shipped sample: a copy of conftest's, which other
+    test files (maybe in another worker at this moment) copy whole, so this file writes its
+    inception_real.npz elsewhere."""
+    out = tmp_path_factory.mktemp("evaluate") / "run"
+    shutil.copytree(fashion_sample_run, out)
+    return out
 
 
 def run_evaluate(*args):
