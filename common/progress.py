@@ -111,7 +111,9 @@ def format_row(row, epochs):
 
 def _interactive(stream):
     """A terminal or a notebook redraws a line in place; a log file would fill with them."""
-    return "ipykernel" in sys.modules or (hasattr(stream, "isatty") and stream.isatty())
+    # A notebook's stdout is ipykernel's OutStream; merely importing ipykernel is not enough.
+    in_notebook = type(stream).__module__.startswith("ipykernel")
+    return in_notebook or (hasattr(stream, "isatty") and stream.isatty())
 
 
 def steps_per_epoch(count, batch_size):

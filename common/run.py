@@ -264,8 +264,19 @@ class Run:
                 break
 
     def log(self, metrics):
-        """Record one step's metrics (read back from the device only when the bar redraws)."""
-        self.epoch_log.add(metrics)
+        """Record one step's metrics (read back from the device only when the bar redraws,
+        which is also where a non-finite loss may first be seen)."""
+        try:
+            self.epoch_log.add(metrics)
+        except FloatingPointError as error:
+            self._stop_at_nan(error)
+
+    def _stop_at_nan(self, error):
+        """One line naming the step, and nothing saved: the last checkpoint stays good."""
+        raise SystemExit(
+            f"error: {error}. Kept the last good checkpoint "
+            f"({self.manager.latest_checkpoint or 'none yet'}); continue from it with "
+            f"--resume, perhaps with a lower --lr") from None
 
     # --- The close of an epoch ----------------------------------------------------------
 
@@ -280,10 +291,7 @@ class Run:
             row = self.epoch_log.summary(**({"augment_p": round(float(
                 self.adaptive.probability.numpy()), 4)} if self.adaptive else {}))
         except FloatingPointError as error:
-            raise SystemExit(
-                f"error: {error}. Kept the last good checkpoint "
-                f"({self.manager.latest_checkpoint or 'none yet'}); continue from it with "
-                f"--resume, perhaps with a lower --lr") from None
+            self._stop_at_nan(error)
         if self.interrupt.requested:
             # Mid-epoch: epochs_done still counts finished epochs, so --resume runs this
             # epoch again from these weights.

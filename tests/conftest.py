@@ -215,6 +215,7 @@ LATENT = {"train_fashion_mnist.py": 128, "train_faces.py": 100, "train_animals.p
           "train_artworks.py": 128}
 QUICK_STEPS = 2  # Steps an epoch of every script on its quick data: full batches only.
 QUICK_IMAGES = 24  # Images in quick_folder: two batches of 12.
+QUICK_FASHION_BATCH = 16  # quick_data's batch size: the tests pass it with --batch-size.
 # The unbroken run the survival tests compare with: a checkpoint per epoch, all kept; the
 # moving average and TensorBoard on, so their outputs can be checked on every script too.
 STRAIGHT_EPOCHS = 3
@@ -229,11 +230,13 @@ def script_module(script):
 
 @pytest.fixture(scope="session")
 def quick_data(tmp_path_factory, sample_images):
-    """256 real Fashion-MNIST images: two full batches of 128 an epoch, so each process
-    compiles its step once (tiny_data's partial second batch costs a second trace)."""
+    """32 real Fashion-MNIST images: two full batches of QUICK_FASHION_BATCH an epoch, so each
+    process compiles its step once (tiny_data's partial second batch costs a second trace)
+    and an epoch's steps take a fraction of a second."""
     def make(folder):
         folder.mkdir()
-        write_idx_images(folder / "train-images-idx3-ubyte.gz", sample_images[:256])
+        write_idx_images(folder / "train-images-idx3-ubyte.gz",
+                         sample_images[:QUICK_STEPS * QUICK_FASHION_BATCH])
     # Made once for all workers: the straight runs' args.json name it.
     return made_once(tmp_path_factory, "quick_fashion", make)
 
@@ -258,7 +261,7 @@ def quick_flags(quick_data, quick_folder):
     """script -> the flags that train it on its quick data, QUICK_STEPS full steps an epoch."""
     def flags(script):
         if script == "train_fashion_mnist.py":
-            return ["--data-dir", quick_data]
+            return ["--data-dir", quick_data, "--batch-size", QUICK_FASHION_BATCH]
         return ["--data-dir", quick_folder, "--batch-size", QUICK_IMAGES // QUICK_STEPS]
     return flags
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 import train_fashion_mnist as script
 from common.metrics import pixel_fid
 from common.rundir import epochs_of_checkpoints
-from conftest import (ENV, FASHION_SAMPLE, ROOT, copy_with_flipped_generator_loss,
+from conftest import (ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, ROOT, copy_with_flipped_generator_loss,
                       generate_in_fresh_process, optimizer_steps,
                       run_script, snapshot, write_idx_images)
 
@@ -116,7 +116,7 @@ def test_overwrite_starts_over_and_keeps_other_files(tmp_path, quick_data, strai
     out = tmp_path / "run"
     shutil.copytree(straight_run(SCRIPT), out)  # Three epochs, with TensorBoard.
     (out / "my_notes.txt").write_text("mine")
-    train(quick_data, out, "--overwrite", "--epochs", "1")
+    train(quick_data, out, "--overwrite", "--epochs", "1", "--batch-size", QUICK_FASHION_BATCH)
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 1
     assert not (out / "samples" / "epoch_0002.png").exists()
     assert not (out / "tensorboard").exists()  # Not asked for this time: gone with the run.

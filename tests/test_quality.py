@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common import evaluate, quality
-from conftest import ENV, FASHION_SAMPLE, ROOT, run_script
+from conftest import ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, ROOT, run_script
 
 # --- FID on Gaussians with a known answer -------------------------------------------------
 
@@ -508,7 +508,7 @@ def test_every_script_records_its_noise_for_evaluate(script, noise):
 # --- --eval-every in a training run -----------------------------------------------------------
 
 
-def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, tiny_data,
+def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, quick_data,
                                                                    weights_file):
     import csv
 
@@ -516,8 +516,9 @@ def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, ti
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    flags = ("--data-dir", tiny_data, "--out-dir", out, "--eval-every", "2", "--eval-count",
-             "16", "--inception-weights", weights_file, "--tensorboard")
+    flags = ("--data-dir", quick_data, "--batch-size", QUICK_FASHION_BATCH, "--out-dir", out,
+             "--eval-every", "2", "--eval-count", "16", "--inception-weights", weights_file,
+             "--tensorboard")
     result = run_script("train_fashion_mnist.py", *flags, "--epochs", "3")
     assert "FID from 16 images is biased upward" in result.stdout
     assert result.stdout.count("computing the Inception features of 16 real images") == 1
@@ -543,9 +544,10 @@ def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, ti
         assert [row["fid"] != "" for row in csv.DictReader(file)] == [False, True, True, True]
 
 
-def test_eval_every_without_weights_says_so_once_and_trains(tmp_path, tiny_data):
+def test_eval_every_without_weights_says_so_once_and_trains(tmp_path, quick_data):
     out = tmp_path / "run"
-    result = run_script("train_fashion_mnist.py", "--data-dir", tiny_data, "--out-dir", out,
+    result = run_script("train_fashion_mnist.py", "--data-dir", quick_data, "--batch-size",
+                        QUICK_FASHION_BATCH, "--out-dir", out,
                         "--epochs", "2", "--eval-every", "1", "--inception-weights",
                         tmp_path / "missing.h5")
     skipped = [line for line in result.stdout.splitlines() if line.startswith("FID/KID skipped")]
