@@ -46,8 +46,9 @@ from common.progress import EpochLog, steps_per_epoch, write_tensorboard
 from common.quality import make_meter
 from common.images import image_batches
 from common.rundir import (SAMPLE_PATTERN, atomic_write, clear_run, disk_errors_exit,
-                           load_args, prepare_out_dir, read_history, resume_point, roll_back,
-                           sample_path, sample_paths, save_args, write_history)
+                           first_missing, load_args, prepare_out_dir, read_history,
+                           remove_new_out_dir, resume_point, roll_back, sample_path,
+                           sample_paths, save_args, write_history)
 
 SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
 # The GIF and the plots are for watching a run: redrawn at each checkpoint and otherwise at
@@ -75,6 +76,7 @@ class Run:
             self.policy = choose_policy(args.precision)
             self.jit = choose_jit(args.jit, self.strategy)
             resume = args.resume or bool(args.resume_from)
+            self.created = first_missing(self.out_dir)  # Removed again if the data is refused.
             self.resuming = prepare_out_dir(self.out_dir, resume, args.overwrite,
                                             writer=self.chief)
             self.checkpoint_path, done = None, 0
@@ -99,8 +101,10 @@ class Run:
         try:
             images, source = read(*arguments)
         except ValueError as error:
+            remove_new_out_dir(self.out_dir, self.created)
             raise SystemExit(f"error: {error}") from None
         except KeyboardInterrupt as interrupt:
+            remove_new_out_dir(self.out_dir, self.created)
             print(f"\nCtrl-C while getting the images; {interrupt or 'nothing was changed'}",
                   file=sys.stderr)
             raise SystemExit(130) from None

@@ -90,6 +90,30 @@ def prepare_out_dir(out_dir, resume, overwrite, writer=True):
     return bool(found) and resume
 
 
+def first_missing(path):
+    """The outermost folder of `path` that does not exist yet (None if it all exists):
+    what making `path` creates, and what `remove_new_out_dir` may take away again."""
+    path, missing = Path(path).absolute(), None
+    while not path.exists() and path != path.parent:
+        path, missing = path.parent, path
+    return missing
+
+
+def remove_new_out_dir(out_dir, created):
+    """A run refused before it wrote anything leaves no trace: let go of the lock and remove
+    the folders this invocation made (`created`, from first_missing) if they hold nothing
+    but the lock file."""
+    handle = _locks.pop(os.path.realpath(out_dir), None)
+    if handle:
+        handle.close()
+    if created is None:
+        return
+    created = Path(created)
+    files = [path for path in created.rglob("*") if not path.is_dir()]
+    if all(path.name == LOCK_NAME for path in files):
+        shutil.rmtree(created, ignore_errors=True)
+
+
 _locks = {}  # Out-dir -> its open lock file, held until the process ends.
 
 

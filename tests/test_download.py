@@ -352,3 +352,56 @@ def test_ctrl_c_while_unpacking_leaves_no_half_folder(kaggle, tmp_path, monkeypa
     monkeypatch.setattr(resolver, "_extract_archive", extract)
     folder, _ = resolve_data_dir(None, tmp_path / "missing", ANIMALS)
     assert folder == unpacked(ANIMALS) / "afhq" / "train"
+
+
+# --- The scripts: the first command works on a fresh machine -----------------------------
+
+SCRIPT_LAYOUTS = {"train_animals.py": AFHQ_LAYOUT, "train_faces.py": CELEBA_LAYOUT,
+                  "train_artworks.py": ARTWORKS_LAYOUT}
+
+
+def run_in(folder, script, *flags, **environment):
+    """`python script flags` from `folder` (where the script's default data folder is
+    missing), with this test's fake Kaggle and cache in the environment."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), "--batch-size", "2", "--max-steps", "1", *flags],
+        capture_output=True, text=True, cwd=folder, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **environment})
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_LAYOUTS))
+def test_a_script_downloads_its_pinned_dataset_trains_and_then_trains_offline(
+        kaggle, tmp_path, script):
+    import importlib
+    import json
+
+    spec = importlib.import_module(script[:-3]).KAGGLE  # The script's own pinned version.
+    kaggle.archives[key(spec)] = make_zip(SCRIPT_LAYOUTS[script])
+    first = run_in(tmp_path, script, "--out-dir", tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith(f"Downloading {spec.name}: Kaggle dataset {spec.handle} "
+                               f"version {spec.version}"), first.stdout
+    said = f"data: Kaggle dataset {spec.handle} version {spec.version}, cached at "
+    origin_line = next((line for line in lines if line.startswith(said)), None)
+    assert origin_line, first.stdout  # After kagglehub's own lines, where the data is.
+    assert (tmp_path / "first" / "generator.keras").is_file()
+    source = json.loads((tmp_path / "first" / "args.json").read_text())["data_source"]
+    assert (source["handle"], source["version"]) == (spec.handle, spec.version)
+    assert Path(source["folder"]).is_relative_to(unpacked(spec))
+    assert len(kaggle.api_calls()) == 1
+
+    kaggle.stop()  # Offline now: the second run finds the cache and trains.
+    second = run_in(tmp_path, script, "--out-dir", tmp_path / "second")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[0] == origin_line  # No download this time.
+    assert (tmp_path / "second" / "generator.keras").is_file()
+
+    # --no-download on a machine without the cache, the default folder or --data-dir: one
+    # line, and no run.
+    refused = run_in(tmp_path, script, "--out-dir", tmp_path / "third", "--no-download",
+                     KAGGLEHUB_CACHE=str(tmp_path / "empty_cache"))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "--data-dir" in refused.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "third").exists()
