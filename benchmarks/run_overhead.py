@@ -2,8 +2,10 @@
 GIF, plots, history, generator.keras, checkpoints).
 
 Usage:
-    python benchmarks/run_overhead.py train_artworks.py FOLDER --epochs 60 -- --artist Ukiyo_e
-    python benchmarks/run_overhead.py train_animals.py FOLDER --epochs 30 --code /tmp/old
+    python benchmarks/run_overhead.py --epochs 400 train_artworks.py FOLDER -- --artist Ukiyo_e
+    python benchmarks/run_overhead.py --epochs 30 --code /tmp/old train_animals.py FOLDER
+
+(Its own options come before the script; the script's flags after `--`.)
 
 Runs the script once in a fresh process on FOLDER (as --data-dir) into a temporary
 out-dir, with its defaults and the extra flags after `--`, and compares the process's
@@ -36,13 +38,16 @@ def main():
     parser.add_argument("data_dir")
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--code", default=str(ROOT), help="checkout to run the script from")
-    parser.add_argument("extra", nargs="*", help="more flags for the script (after --)")
+    parser.add_argument("--out-dir", default=None,
+                        help="keep the run here (default: a temporary folder, deleted)")
+    parser.add_argument("extra", nargs=argparse.REMAINDER,
+                        help="more flags for the script (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "run"
+        out = Path(args.out_dir or Path(scratch) / "run")
         command = [sys.executable, "-u", str(Path(args.code) / args.script), "--data-dir",
                    args.data_dir, "--out-dir", str(out), "--epochs", str(args.epochs),
-                   *args.extra]
+                   *[flag for flag in args.extra if flag != "--"]]
         start = time.perf_counter()
         first_epoch_start = None
         process = subprocess.Popen(command, cwd=args.code, stdout=subprocess.PIPE,

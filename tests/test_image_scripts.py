@@ -72,12 +72,18 @@ def test_models_map_noise_to_64px_images_in_range(script):
     assert slopes == {0.2}
 
 
-def test_artworks_generator_uses_relu_and_discriminator_dropout():
+def test_artworks_layers_are_dcgans_and_seed_layers_gives_the_seeds():
     artworks = module("train_artworks.py")
-    generator, discriminator = artworks.make_generator(128), artworks.make_discriminator()
     kinds = lambda model: {layer.__class__.__name__ for layer in model.layers}  # noqa: E731
+    generator, discriminator = artworks.make_generator(128), artworks.make_discriminator()
+    assert "LeakyReLU" in kinds(generator) and "ReLU" not in kinds(generator)
+    assert "Dropout" not in kinds(discriminator)
+    generator = artworks.make_generator(128, seed_layers=True)
+    discriminator = artworks.make_discriminator(seed_layers=True)
     assert "ReLU" in kinds(generator) and "LeakyReLU" not in kinds(generator)
-    assert "Dropout" in kinds(discriminator)
+    rates = [layer.rate for layer in discriminator.layers if hasattr(layer, "rate")]
+    assert rates == [artworks.DROPOUT] * 4
+    assert artworks.build_parser().parse_args(["--seed-layers"]).seed_layers
 
 
 # --- A run on a messy folder, as a user makes one ------------------------------------------
@@ -276,13 +282,15 @@ def test_artist_names_are_forgiving_and_repeatable(tmp_path, messy_folder, capsy
 # --- Learning ------------------------------------------------------------------------------
 
 LEARNING_STEPS, LEARNING_BATCH = 40, 32
+# With DiffAugment on, as the artworks default has it: augmented training must learn too.
+LEARNING_AUGMENT = "color,translation,cutout"
 
 
 def train_and_score(root, script, data, out, real):
     result = subprocess.run(
         [sys.executable, str(root / script), "--data-dir", str(data), "--out-dir", str(out),
-         "--max-steps", str(LEARNING_STEPS), "--batch-size", str(LEARNING_BATCH)],
-        capture_output=True, text=True, env=ENV, cwd=root)
+         "--max-steps", str(LEARNING_STEPS), "--batch-size", str(LEARNING_BATCH),
+         "--augment", LEARNING_AUGMENT], capture_output=True, text=True, env=ENV, cwd=root)
     assert result.returncode == 0, result.stderr
     generator = tf.keras.models.load_model(str(out / "generator.keras"))
     noise = np.random.default_rng(1).normal(size=(500, LATENT[script])).astype(np.float32)

@@ -761,3 +761,19 @@ def test_remove_leftovers_never_deletes_checkpoints_it_cannot_read_the_list_of(t
 ])
 def test_checkpoint_number(name, number):
     assert rundir._checkpoint_number(name) == number
+
+
+@pytest.mark.parametrize("every, since_save, epoch, due", [
+    ([5.0, "minutes"], 299.0, 7, False), ([5.0, "minutes"], 300.0, 7, True),
+    ([0.5, "minutes"], 31.0, 1, True), ([3, "epochs"], 10_000.0, 7, False),
+    ([3, "epochs"], 0.0, 9, True)])
+def test_checkpoint_clock_saves_once_the_interval_has_passed(monkeypatch, every, since_save,
+                                                             epoch, due):
+    """What a kill can cost: an epoch's close saves once --checkpoint-every has passed since
+    the last save, so at most that interval plus the epoch under way is ever lost."""
+    from types import SimpleNamespace
+
+    from common.run import Run
+    monkeypatch.setattr(time, "monotonic", lambda: 1000.0 + since_save)
+    run = SimpleNamespace(args=SimpleNamespace(checkpoint_every=every), last_save=1000.0)
+    assert Run._save_due(run, epoch) is due
