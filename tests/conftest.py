@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -16,6 +17,15 @@ sys.path.insert(0, str(ROOT))  # So tests can import the scripts and common/.
 
 # Quiet TensorFlow's start-up logging in the subprocesses; errors still show.
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_as_in_a_terminal():
+    """A CI runner or `nohup ... &` may start the tests with SIGINT ignored or blocked, and
+    child processes inherit that; a user's terminal never does. The Ctrl-C tests need it
+    live, here and in the scripts they start."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_script(script, *args, check=True, timeout=600):
