@@ -282,15 +282,14 @@ def test_artist_names_are_forgiving_and_repeatable(tmp_path, messy_folder, capsy
 # --- Learning ------------------------------------------------------------------------------
 
 LEARNING_STEPS, LEARNING_BATCH = 40, 32
-# With DiffAugment on, as the artworks default has it: augmented training must learn too.
-LEARNING_AUGMENT = "color,translation,cutout"
+DIFFAUGMENT = "color,translation,cutout"  # Augmented training must learn too.
 
 
-def train_and_score(root, script, data, out, real):
+def train_and_score(root, script, data, out, real, augment=DIFFAUGMENT):
     result = subprocess.run(
         [sys.executable, str(root / script), "--data-dir", str(data), "--out-dir", str(out),
          "--max-steps", str(LEARNING_STEPS), "--batch-size", str(LEARNING_BATCH),
-         "--augment", LEARNING_AUGMENT], capture_output=True, text=True, env=ENV, cwd=root)
+         "--augment", augment], capture_output=True, text=True, env=ENV, cwd=root)
     assert result.returncode == 0, result.stderr
     generator = tf.keras.models.load_model(str(out / "generator.keras"))
     noise = np.random.default_rng(1).normal(size=(500, LATENT[script])).astype(np.float32)
@@ -307,10 +306,12 @@ def shapes_and_untrained_score(shapes_folder):
     return real, pixel_fid(real, generator.predict(noise, verbose=0))
 
 
+@pytest.mark.parametrize("augment", ["none", DIFFAUGMENT])
 def test_64px_training_moves_samples_toward_the_data(tmp_path, shapes_folder,
-                                                     shapes_and_untrained_score):
+                                                     shapes_and_untrained_score, augment):
     real, untrained = shapes_and_untrained_score
-    trained = train_and_score(ROOT, "train_animals.py", shapes_folder[0], tmp_path / "run", real)
+    trained = train_and_score(ROOT, "train_animals.py", shapes_folder[0], tmp_path / "run", real,
+                              augment)
     assert trained < 0.7 * untrained, (trained, untrained)
 
 
