@@ -21,8 +21,10 @@ Data (never copied into the repository; the training copy lives under --work-dir
   held out; `--data-dir <work>/cats`.
 
 A config is a --augment policy ("none", "translation,cutout", ...), optionally suffixed
-"+adaptive" for --augment-adaptive, and/or "@lr=3e-3" for another --lr. Prints a
-markdown table (means over --repeats seeds) and writes one JSON line per run to --log.
+"+adaptive" for --augment-adaptive, and/or "@flag=value" for another flag, such as
+"@lr=3e-3" or "@augment-probability=1" (DiffAugment's "always"; the scripts' default is
+0.5). Prints a markdown table (means over --repeats seeds) and writes one JSON line per run
+to --log.
 Not part of the tests.
 """
 

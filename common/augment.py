@@ -21,9 +21,16 @@ Filling with 0 (mid-grey in [-1, 1]) is what DiffAugment's own code does; its pu
 settings were tuned with it, and 0 is the middle of the range, so it shifts an image's
 statistics least. Real and generated images get the same fill, so D learns nothing from it.
 
+How often: DiffAugment changes every image (probability 1). Measured on these DCGANs, that
+teaches G to tile one motif over the whole picture, and translation alone does it: D, shown
+every image at a random shift, comes to score patches wherever they are, and the patch it
+likes best, repeated, scores best. Changing each image half the time keeps enough pictures
+where they are for D to see the layout, and did not tile; --augment-probability sets it
+(0.5 by default; BENCHMARKS.md has the runs).
+
 ADA (Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data")
 adds a strength p: each image gets each transform with probability p, and p follows how
-sure D is about real images, r_t = E[sign(D(x_real))]: above a target (0.6), D is
+sure D is about real images, r_t = E[sign(D(x_real))]: above a target (0.8 here), D is
 overfitting and p rises; below, p falls. `AdaptiveProbability` keeps that p.
 
 How a train step uses it (see `augment` and `AdaptiveProbability`):
@@ -227,7 +234,11 @@ class AdaptiveProbability(tf.Module):
     [0, 1]. So p can cross from 0 to 1 in `speed_images` images, no faster.
 
     The paper's defaults: target 0.6, interval 4 steps, speed 500k images, p from 0.
-    Changed here: speed_images = 25,000. ADA's runs see about 25M images, 50 times its
+    Changed here: target 0.8. A DCGAN's D is surer of real images than StyleGAN2's from its
+    first epochs, with or without overfitting: at 0.6, p climbed to 1 within 25k images on
+    paintings and cats and G tiled one motif; at 0.8, p stayed at 0 for the first half of
+    a 400-epoch run on 262 paintings and ended at 0.35 (BENCHMARKS.md). And speed_images
+    = 25,000. ADA's runs see about 25M images, 50 times its
     speed; a 400-epoch run on 262 Rembrandts sees 105k, in which p could rise by at most
     0.21 at 500k: far too slow for a D that memorises a few hundred paintings within tens
     of epochs. At 25k, p can cross the range in a quarter of that run (about 95 epochs)
@@ -242,7 +253,7 @@ class AdaptiveProbability(tf.Module):
     with the step's sums over all devices.
     """
 
-    def __init__(self, target=0.6, interval=4, speed_images=25_000, initial=0.0,
+    def __init__(self, target=0.8, interval=4, speed_images=25_000, initial=0.0,
                  name="adaptive_probability"):
         super().__init__(name=name)
         if not 0 <= initial <= 1 or interval < 1 or speed_images <= 0:

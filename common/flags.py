@@ -11,6 +11,11 @@ from common.download import add_download_argument
 
 # --ema's default decay: see BENCHMARKS.md "EMA of the generator" for the measurement.
 EMA_DECAY = 0.99
+# How often each --augment transform applies: DiffAugment's 1 (always) taught these DCGANs
+# to tile one motif over the image; half the time did not (BENCHMARKS.md).
+AUGMENT_PROBABILITY = 0.5
+# What a run saved before a flag existed was trained with: resuming it keeps that.
+BEFORE_THE_FLAG = {"augment_probability": 1.0}
 # Flags a resumed run does not take over from args.json: how to start this invocation
 # (resume, overwrite, resume_from), how long it may run (max_steps: "this invocation"),
 # and the machine it runs on (precision, jit, strategy; a run may move to another machine).
@@ -79,6 +84,14 @@ def positive_float(text):
     value = _number(text, float, "a number")
     if not (0 < value < float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def probability(text):
+    """argparse type for a probability in [0, 1]."""
+    value = _number(text, float, "a number")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
     return value
 
 
@@ -159,10 +172,14 @@ def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim,
                         help="differentiable augmentation of every image D sees, real and "
                              "generated: a comma list of color, translation, cutout, or none "
                              "(default: %(default)s)")
+    parser.add_argument("--augment-probability", type=probability,
+                        default=AUGMENT_PROBABILITY, metavar="P",
+                        help="the chance each --augment transform is applied to each image; "
+                             "1 is DiffAugment's 'always' (default: %(default)s)")
     parser.add_argument("--augment-adaptive", action=argparse.BooleanOptionalAction,
                         default=adaptive,
-                        help="tune how often --augment applies (p in [0, 1]) from how sure D "
-                             "is on real images, as ADA does; off applies it always "
+                        help="tune that chance (p in [0, 1]) from how sure D is on real "
+                             "images, as ADA does, instead of --augment-probability "
                              "(default: %(default)s)")
     parser.add_argument("--ema", type=fraction, default=EMA_DECAY, metavar="DECAY",
                         help="keep a moving average of the generator's weights with this decay "
@@ -234,6 +251,9 @@ def merge_resumed_args(args, explicit, saved, fixed=("latent_dim", "noise")):
                 f"args.json in {args.out_dir} has {name} = {value!r}, which is not a "
                 f"{type(default).__name__}; fix that line, or pass --overwrite to start over")
         setattr(args, name, value)
+    for name, value in BEFORE_THE_FLAG.items():
+        if name not in saved and name not in explicit and hasattr(args, name):
+            setattr(args, name, value)
     return args
 
 

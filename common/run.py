@@ -69,6 +69,7 @@ class Run:
         self.out_dir = Path(args.out_dir)
         with _one_line_errors():
             parse_policy(args.augment)  # Every flag is checked before anything is touched.
+            _one_augment_strength(args, explicit)
             _refuse_out_dir_inside_data_dir(args)
             # The strategy comes first: a multi-worker one must exist before TensorFlow starts.
             self.strategy = choose_strategy(args.strategy)
@@ -85,6 +86,7 @@ class Run:
                 # Read-only; every worker of a multi-worker run restores the same checkpoint.
                 self.checkpoint_path, done = resume_point(self.out_dir, args.resume_from)
             self.augment_policy = parse_policy(args.augment)
+            _one_augment_strength(args, explicit)  # Again: a resumed run may be adaptive.
         if done >= args.epochs:
             print(f"{self.out_dir} has already finished epoch {done} of --epochs "
                   f"{args.epochs}; nothing to train (pass a larger --epochs to go on)")
@@ -201,7 +203,7 @@ class Run:
         replica_step = tf.function(getattr(train_step, "python_function", train_step),
                                    jit_compile=self.jit, reduce_retracing=True)
         policy = self.augment_policy
-        probability = adaptive.probability if adaptive else 1.0
+        probability = adaptive.probability if adaptive else args.augment_probability
         calls = itertools.count()  # Each place D looks gets its own draws (fixed in tracing).
 
         def augment_images(images):  # What D sees of every image, real or generated.
@@ -363,6 +365,12 @@ def _one_line_errors():
         yield
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def _one_augment_strength(args, explicit):
+    if args.augment_adaptive and "augment_probability" in explicit:
+        raise ValueError("--augment-probability is a fixed chance and --augment-adaptive "
+                         "tunes it; give one of them")
 
 
 def _refuse_out_dir_inside_data_dir(args):

@@ -343,7 +343,7 @@ def test_adaptive_probability_falls_to_zero_on_an_unsure_discriminator():
     # At the target exactly, p stays where it is.
     adaptive.probability.assign(0.3)
     for _ in range(4):
-        update(real_sign_sum(tf.constant([[1.0]] * 4 + [[-1.0]])), 5)  # r_t = 3/5 = 0.6.
+        update(real_sign_sum(tf.constant([[1.0]] * 9 + [[-1.0]])), 10)  # r_t = 8/10 = 0.8.
     assert float(adaptive.probability) == pytest.approx(0.3)
 
 

@@ -2,11 +2,13 @@
 checkpoint, history.csv) and --resume carries them on."""
 
 import csv
+import importlib
 import json
 
+import numpy as np
 import tensorflow as tf
 
-from conftest import run_script, write_idx_images
+from conftest import QUICK_FASHION_BATCH, run_script, write_idx_images
 
 
 def test_resume_keeps_the_policy_and_p(tmp_path, sample_images):
@@ -34,3 +36,29 @@ def test_resume_keeps_the_policy_and_p(tmp_path, sample_images):
     # epoch 1 ended, not from 0 again.
     assert abs(float(rows[1]["augment_p"]) - saved_p) <= 4 * 32 / 25_000 + 1e-6
     assert " | p " in result.stdout
+
+
+def epoch_losses(out):
+    with open(out / "history.csv", newline="") as file:
+        return np.array([[float(row["d_loss"]), float(row["g_loss"])]
+                         for row in csv.DictReader(file)])
+
+
+def test_augment_probability_reaches_the_train_step(tmp_path, quick_data):
+    """The same seeded run (in this process, as a notebook would) with every transform at
+    --augment-probability 0 trains exactly as without --augment; at 1 it does not."""
+    main = importlib.import_module("train_fashion_mnist").main
+    losses = {}
+    for name, flags in {"none": ["--augment", "none"],
+                        "0": ["--augment", "color,translation,cutout",
+                              "--augment-probability", "0"],
+                        "1": ["--augment", "color,translation,cutout",
+                              "--augment-probability", "1"]}.items():
+        main(["--data-dir", str(quick_data), "--batch-size", str(QUICK_FASHION_BATCH),
+              "--out-dir", str(tmp_path / name), "--epochs", "2", "--precision", "float32",
+              "--ema", "0", *flags])
+        assert json.loads((tmp_path / name / "args.json").read_text())[
+            "augment_probability"] == (0.5 if name == "none" else float(name))
+        losses[name] = epoch_losses(tmp_path / name)
+    np.testing.assert_allclose(losses["0"], losses["none"], rtol=1e-4)
+    assert np.abs(losses["1"] - losses["none"]).max() > 1e-2, losses

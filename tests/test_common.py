@@ -232,6 +232,19 @@ def test_resumed_run_takes_the_machine_flags_typed_now():
     assert merged.batch_size == 64
 
 
+def test_a_run_saved_before_augment_probability_resumes_with_what_it_used():
+    # Runs saved before --augment-probability existed augmented every image (p = 1).
+    args, explicit = flags.parse_args(_parser(), ["--resume"])
+    assert args.augment_probability == flags.AUGMENT_PROBABILITY != 1
+    old = {"augment": "translation", "epochs": 3}
+    assert flags.merge_resumed_args(args, explicit, old).augment_probability == 1.0
+    args, explicit = flags.parse_args(_parser(), ["--resume"])
+    assert flags.merge_resumed_args(args, explicit, {**old, "augment_probability": 0.25}
+                                    ).augment_probability == 0.25
+    args, explicit = flags.parse_args(_parser(), ["--resume", "--augment-probability", "0.7"])
+    assert flags.merge_resumed_args(args, explicit, old).augment_probability == 0.7
+
+
 def test_merge_resumed_args_refuses_a_different_model():
     args, explicit = flags.parse_args(_parser(), ["--resume", "--latent-dim", "64"])
     expected = r"--latent-dim 64 does not match the run being resumed \(--latent-dim 100\)"

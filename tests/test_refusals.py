@@ -139,6 +139,7 @@ def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp
     (["--checkpoint-every", "soon"], "--checkpoint-every"),
     (["--out-dir", ""], "--out-dir"),
     (["--data-dir", ""], "--data-dir"),
+    (["--augment-probability", "1.5"], "--augment-probability"),
 ])
 def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, flags, words,
                                                               capsys):
@@ -147,6 +148,24 @@ def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, f
     assert words in message and message.startswith("error:")
     assert "usage:" not in message  # argparse's 14-line usage stays on --help.
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fixed_and_an_adaptive_augment_strength_together_are_refused(data, tmp_path,
+                                                                      run_copy, capsys):
+    both = ("--augment", "translation", "--augment-probability", "0.3")
+    message = refused(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "new", *both,
+                      "--augment-adaptive", capsys=capsys, status=1)
+    assert "--augment-probability" in message and "--augment-adaptive" in message
+    assert not (tmp_path / "new").exists()
+    # Resuming an adaptive run with a fixed chance is the same contradiction.
+    saved = json.loads((run_copy / "args.json").read_text())
+    (run_copy / "args.json").write_text(json.dumps({**saved, "augment": "translation",
+                                                    "augment_adaptive": True}))
+    before = snapshot(run_copy)
+    message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
+                      "--epochs", "3", "--augment-probability", "0.3", capsys=capsys, status=1)
+    assert "--augment-adaptive" in message
+    assert snapshot(run_copy) == before
 
 
 def test_8_argument_errors_in_a_fresh_process_are_one_line(data, tmp_path):
