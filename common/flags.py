@@ -14,8 +14,9 @@ EMA_DECAY = 0.99
 # How often each --augment transform applies: DiffAugment's 1 (always) taught these DCGANs
 # to tile one motif over the image; half the time did not (BENCHMARKS.md).
 AUGMENT_PROBABILITY = 0.5
-# What a run saved before a flag existed was trained with: resuming it keeps that.
-BEFORE_THE_FLAG = {"augment_probability": 1.0}
+# What a run saved before a flag existed was trained with: resuming it keeps that (for the
+# scripts that have the flag). Artworks runs saved before 2026-12-01 have the seed's layers.
+BEFORE_THE_FLAG = {"augment_probability": 1.0, "seed_layers": True}
 # Flags a resumed run does not take over from args.json: how to start this invocation
 # (resume, overwrite, resume_from), how long it may run (max_steps: "this invocation"),
 # and the machine it runs on (precision, jit, strategy; a run may move to another machine).

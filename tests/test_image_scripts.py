@@ -86,6 +86,15 @@ def test_artworks_layers_are_dcgans_and_seed_layers_gives_the_seeds():
     assert artworks.build_parser().parse_args(["--seed-layers"]).seed_layers
 
 
+def test_an_artworks_run_saved_before_seed_layers_resumes_with_the_seeds_layers():
+    from common import flags
+    artworks = module("train_artworks.py")
+    for saved, kept in [({"dataset": "artworks", "epochs": 3}, True),  # Before 2026-12-01.
+                        ({"dataset": "artworks", "epochs": 3, "seed_layers": False}, False)]:
+        args, explicit = flags.parse_args(artworks.build_parser(), ["--resume"])
+        assert flags.merge_resumed_args(args, explicit, saved).seed_layers is kept
+
+
 # --- A run on a messy folder, as a user makes one ------------------------------------------
 
 
