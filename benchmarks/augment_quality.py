@@ -9,9 +9,17 @@ Usage:
 Each config trains the real script in a subprocess (sys.executable, --max-steps N, its own
 temporary --out-dir, --checkpoint-every 1000 so it saves only at the end, --ema at its
 default) on a few hundred real images, the same number of steps for every config. The
-statistic is common.metrics.pixel_fid (the Frechet distance on the top 20 principal
-components of pixels; lower is better) of --num-generated images from the run's
-generator.keras against the images of the same set HELD OUT from training.
+statistics, from --num-generated images of the run's generator.keras against the images of
+the same set HELD OUT from training (lower is better for both):
+- pixel-FID: common.metrics.pixel_fid, the Frechet distance on the top 20 principal
+  components of pixels (what images look like as a whole: colour, light, layout);
+- SWD: common.metrics.sliced_wasserstein, Progressive GAN's multi-scale sliced Wasserstein
+  distance between 7x7 patches of the Laplacian pyramids (edges and texture at 64, 32 and
+  16 px), x 1000, the mean over the levels.
+It also asks the run's final D (from its checkpoint, inference mode) about the real images:
+the mean sign of its logits on the training images and on as many held-out ones (+1: all
+"real", -1: all "fake"). A D that calls training images real and unseen images of the same
+set fake has memorised its training set, which is what augmentation is meant to prevent.
 
 Data (never copied into the repository; the training copy lives under --work-dir):
 - artworks: a fixed-seed random --train-count (262, Rembrandt's size) of
@@ -100,14 +108,37 @@ def read_history(path):
         return list(csv.DictReader(handle))
 
 
-def score(run_dir, held_out, count, seed):
+def score(run_dir, held_out, count, seed, draws=3):
+    """(pixel-FID, SWD) of `count` generated images against the held-out ones, each the
+    mean over `draws` noise draws (one draw of 2,000 moved pixel-FID by up to +-7)."""
     from common.generate import draw_noise, generate, load_generator
-    from common.metrics import pixel_fid
+    from common.metrics import pixel_fid, sliced_wasserstein
     model, latent_dim, distribution = load_generator(run_dir)
-    noise = draw_noise(distribution, count, latent_dim, np.random.default_rng(seed))
-    generated = generate(model, noise)
     real = held_out.astype(np.float32) / 127.5 - 1.0
-    return pixel_fid(real, generated)
+    fids, swds = [], []
+    for draw in range(draws):
+        rng = np.random.default_rng([seed, draw])
+        generated = generate(model, draw_noise(distribution, count, latent_dim, rng))
+        fids.append(pixel_fid(real, generated))
+        swds.append(sliced_wasserstein(real, generated, seed=draw)["mean"])
+    return float(np.mean(fids)), float(np.mean(swds))
+
+
+def discriminator_signs(script_file, run_dir, train, held_out):
+    """Mean sign of the final D's logits on the training images and on as many held-out
+    ones (inference mode, D restored from the run's last checkpoint)."""
+    import importlib
+    import tensorflow as tf
+    module = importlib.import_module(Path(script_file).stem)
+    discriminator = module.make_discriminator()
+    checkpoint = tf.train.Checkpoint(discriminator=discriminator)
+    checkpoint.restore(tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))).expect_partial()
+    signs = []
+    for images in (train, held_out[:len(train)]):
+        logits = [discriminator(images[start:start + 64].astype(np.float32) / 127.5 - 1.0,
+                                training=False).numpy() for start in range(0, len(images), 64)]
+        signs.append(float(np.mean(np.sign(np.concatenate(logits)))))
+    return signs
 
 
 def last_sample(run_dir):
@@ -132,7 +163,12 @@ def main():
                         help="training images (default: 262 artworks, 160 cats)")
     parser.add_argument("--artworks-style", default="Ukiyo_e", choices=("Ukiyo_e", "Pointillism"))
     parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--num-generated", type=int, default=500)
+    parser.add_argument("--num-generated", type=int, default=2000,
+                        help="generated images scored, in each of 3 noise draws (the scores "
+                             "are their means)")
+    parser.add_argument("--score-only", nargs="+", metavar="RUN_DIR", default=None,
+                        help="score these finished runs (trained on this split, e.g. with "
+                             "--resume --epochs N) instead of training")
     parser.add_argument("--work-dir", default=None,
                         help="data copies and run folders (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true",
@@ -150,8 +186,20 @@ def main():
                                                        args.split_seed, work)
     from common.images import read_image_folders
     held_out, _ = read_image_folders([held_folder], crop=1.0)
+    train_images, _ = read_image_folders([train_folder], crop=1.0)
     print(f"{args.script}: {train_count} training images in {train_folder}, "
           f"{len(held_out)} held out from {source}", flush=True)
+
+    if args.score_only:
+        for run_dir in args.score_only:
+            seed = json.loads((Path(run_dir) / "args.json").read_text())["seed"]
+            fid, swd = score(run_dir, held_out, args.num_generated, seed=1000 + seed)
+            d_train, d_held = discriminator_signs(spec["file"], run_dir, train_images, held_out)
+            print(json.dumps({"run": run_dir, "epochs": len(read_history(Path(run_dir) / "history.csv")),
+                              "pixel_fid": round(fid, 3), "swd": round(swd, 2),
+                              "d_sign_train": round(d_train, 3),
+                              "d_sign_held_out": round(d_held, 3)}), flush=True)
+        return
 
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -181,10 +229,13 @@ def main():
             history = read_history(run_dir / "history.csv")
             # The first epoch holds tracing and warm-up; leave it out when there are more.
             speeds = [float(row["images_per_sec"]) for row in history[1:] or history]
-            fid = score(run_dir, held_out, args.num_generated, seed=1000 + seed)
+            fid, swd = score(run_dir, held_out, args.num_generated, seed=1000 + seed)
+            d_train, d_held = discriminator_signs(spec["file"], run_dir, train_images, held_out)
             row = {"script": args.script, "train_images": train_count, "config": config,
                    "seed": seed, "steps": args.steps, "epochs": len(history),
                    "seconds": round(seconds, 1), "pixel_fid": round(fid, 3),
+                   "swd": round(swd, 2),
+                   "d_sign_train": round(d_train, 3), "d_sign_held_out": round(d_held, 3),
                    "images_per_sec": round(float(np.median(speeds)), 1),
                    "d_real": float(history[-1].get("d_real", "nan")),
                    "d_fake": float(history[-1].get("d_fake", "nan")),
@@ -196,14 +247,18 @@ def main():
             rows.append(row)
 
     print(f"\n| script | training images | config | steps | seconds | pixel-FID to held-out "
-          f"({len(held_out)}, mean of {len(args.repeats)} seed(s)) | img/s |")
-    print("|---|---|---|---|---|---|---|")
+          f"({len(held_out)}, mean of {len(args.repeats)} seed(s)) | SWD | D's sign on "
+          f"training / held-out reals | img/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for config in args.configs:
         mine = [row for row in rows if row["config"] == config]
         print(f"| {spec['file']} | {train_count} | {config} | {args.steps} | "
               f"{np.mean([row['seconds'] for row in mine]):.0f} | "
               f"{np.mean([row['pixel_fid'] for row in mine]):.2f}"
               f"{' (' + ', '.join(str(row['pixel_fid']) for row in mine) + ')' if len(mine) > 1 else ''} | "
+              f"{np.mean([row['swd'] for row in mine]):.1f} | "
+              f"{np.mean([row['d_sign_train'] for row in mine]):+.2f} / "
+              f"{np.mean([row['d_sign_held_out'] for row in mine]):+.2f} | "
               f"{np.mean([row['images_per_sec'] for row in mine]):.1f} |")
     if not args.keep and not args.work_dir:
         shutil.rmtree(work / "images", ignore_errors=True)
