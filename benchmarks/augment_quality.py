@@ -132,7 +132,8 @@ def discriminator_signs(script_file, run_dir, train, held_out):
     module = importlib.import_module(Path(script_file).stem)
     discriminator = module.make_discriminator()
     checkpoint = tf.train.Checkpoint(discriminator=discriminator)
-    checkpoint.restore(tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))).expect_partial()
+    latest = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
+    checkpoint.restore(latest).expect_partial()
     signs = []
     for images in (train, held_out[:len(train)]):
         logits = [discriminator(images[start:start + 64].astype(np.float32) / 127.5 - 1.0,
@@ -195,7 +196,8 @@ def main():
             seed = json.loads((Path(run_dir) / "args.json").read_text())["seed"]
             fid, swd = score(run_dir, held_out, args.num_generated, seed=1000 + seed)
             d_train, d_held = discriminator_signs(spec["file"], run_dir, train_images, held_out)
-            print(json.dumps({"run": run_dir, "epochs": len(read_history(Path(run_dir) / "history.csv")),
+            epochs = len(read_history(Path(run_dir) / "history.csv"))
+            print(json.dumps({"run": run_dir, "epochs": epochs,
                               "pixel_fid": round(fid, 3), "swd": round(swd, 2),
                               "d_sign_train": round(d_train, 3),
                               "d_sign_held_out": round(d_held, 3)}), flush=True)

@@ -94,7 +94,7 @@ def sliced_wasserstein(real, generated, patches_per_image=128, patch_size=7,
                        directions=512, seed=0):
     """Multi-scale sliced Wasserstein distance between two image sets (the SWD of Karras
     et al. 2018, "Progressive Growing of GANs"), x 1000 per pyramid level, finest first,
-    e.g. {64: 9.1, 32: 4.0, 16: 6.2, "mean": 6.4} for 64px images; lower is better.
+    e.g. {64: 31.4, 32: 25.2, 16: 26.8, "mean": 27.8} for 64px images; lower is better.
 
     At every level of each set's Laplacian pyramid it takes `patches_per_image` random
     7x7 patches per image and measures how far apart the two clouds of patches are: the

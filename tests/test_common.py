@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from common import flags, images, losses, plotting, run, rundir
-from common.metrics import frechet_distance, laplacian_pyramid, pixel_fid, sliced_wasserstein
+from common.metrics import (_blur, frechet_distance, laplacian_pyramid, pixel_fid,
+                            sliced_wasserstein)
 from common.progress import EpochLog, format_row
 
 # --- Losses on logits with known answers ---------------------------------------------------
@@ -357,7 +358,6 @@ def test_laplacian_pyramid_levels_add_back_up_to_the_image():
     images = blocky_images(3, seed=0)
     levels = laplacian_pyramid(images)
     assert [level.shape[1] for level in levels] == [32, 16]
-    from common.metrics import _blur
     rebuilt = levels[-1]
     for level in reversed(levels[:-1]):
         rebuilt = level + _blur(np.repeat(np.repeat(rebuilt, 2, axis=1), 2, axis=2))
@@ -366,7 +366,6 @@ def test_laplacian_pyramid_levels_add_back_up_to_the_image():
 
 def test_sliced_wasserstein_sees_lost_detail_where_it_is_lost():
     real, same = blocky_images(300, seed=1), blocky_images(300, seed=2)
-    from common.metrics import _blur
     blurred = _blur(_blur(same))
     base, worse = sliced_wasserstein(real, same), sliced_wasserstein(real, blurred)
     assert set(base) == {32, 16, "mean"}
