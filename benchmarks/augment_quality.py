@@ -142,6 +142,14 @@ def discriminator_signs(script_file, run_dir, train, held_out):
     return signs
 
 
+def evaluate(script_file, run_dir, train, held_out, count, seed):
+    """The benchmark's figures for one finished run, rounded for the log."""
+    fid, swd = score(run_dir, held_out, count, seed=1000 + seed)
+    d_train, d_held = discriminator_signs(script_file, run_dir, train, held_out)
+    return {"pixel_fid": round(fid, 3), "swd": round(swd, 2),
+            "d_sign_train": round(d_train, 3), "d_sign_held_out": round(d_held, 3)}
+
+
 def last_sample(run_dir):
     samples = sorted((Path(run_dir) / "samples").glob("epoch_*.png"))
     return str(samples[-1]) if samples else ""
@@ -194,13 +202,10 @@ def main():
     if args.score_only:
         for run_dir in args.score_only:
             seed = json.loads((Path(run_dir) / "args.json").read_text())["seed"]
-            fid, swd = score(run_dir, held_out, args.num_generated, seed=1000 + seed)
-            d_train, d_held = discriminator_signs(spec["file"], run_dir, train_images, held_out)
             epochs = len(read_history(Path(run_dir) / "history.csv"))
             print(json.dumps({"run": run_dir, "epochs": epochs,
-                              "pixel_fid": round(fid, 3), "swd": round(swd, 2),
-                              "d_sign_train": round(d_train, 3),
-                              "d_sign_held_out": round(d_held, 3)}), flush=True)
+                              **evaluate(spec["file"], run_dir, train_images, held_out,
+                                         args.num_generated, seed)}), flush=True)
         return
 
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
@@ -231,13 +236,11 @@ def main():
             history = read_history(run_dir / "history.csv")
             # The first epoch holds tracing and warm-up; leave it out when there are more.
             speeds = [float(row["images_per_sec"]) for row in history[1:] or history]
-            fid, swd = score(run_dir, held_out, args.num_generated, seed=1000 + seed)
-            d_train, d_held = discriminator_signs(spec["file"], run_dir, train_images, held_out)
             row = {"script": args.script, "train_images": train_count, "config": config,
                    "seed": seed, "steps": args.steps, "epochs": len(history),
-                   "seconds": round(seconds, 1), "pixel_fid": round(fid, 3),
-                   "swd": round(swd, 2),
-                   "d_sign_train": round(d_train, 3), "d_sign_held_out": round(d_held, 3),
+                   "seconds": round(seconds, 1),
+                   **evaluate(spec["file"], run_dir, train_images, held_out,
+                              args.num_generated, seed),
                    "images_per_sec": round(float(np.median(speeds)), 1),
                    "d_real": float(history[-1].get("d_real", "nan")),
                    "d_fake": float(history[-1].get("d_fake", "nan")),
