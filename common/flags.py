@@ -97,7 +97,7 @@ def probability(text):
 
 
 def fraction(text):
-    """argparse type for a decay or probability in [0, 1)."""
+    """argparse type for a decay in [0, 1) (--ema)."""
     value = _number(text, float, "a number")
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
