@@ -15,7 +15,7 @@ the same set HELD OUT from training (lower is better for both):
   components of pixels (what images look like as a whole: colour, light, layout);
 - SWD: common.metrics.sliced_wasserstein, Progressive GAN's multi-scale sliced Wasserstein
   distance between 7x7 patches of the Laplacian pyramids (edges and texture at 64, 32 and
-  16 px), x 1000, the mean over the levels.
+  16 px), x 1000, the mean over the levels (the log also holds each level).
 It also asks the run's final D (from its checkpoint, inference mode) about the real images:
 the mean sign of its logits on the training images and on as many held-out ones (+1: all
 "real", -1: all "fake"). A D that calls training images real and unseen images of the same
@@ -109,8 +109,9 @@ def read_history(path):
 
 
 def score(run_dir, held_out, count, seed, draws=3):
-    """(pixel-FID, SWD) of `count` generated images against the held-out ones, each the
-    mean over `draws` noise draws (one draw of 2,000 moved pixel-FID by up to +-7)."""
+    """(pixel-FID, SWD per pyramid level and their mean) of `count` generated images
+    against the held-out ones, each the mean over `draws` noise draws (one draw of 2,000
+    moved pixel-FID by up to +-7)."""
     from common.generate import draw_noise, generate, load_generator
     from common.metrics import pixel_fid, sliced_wasserstein
     model, latent_dim, distribution = load_generator(run_dir)
@@ -120,8 +121,9 @@ def score(run_dir, held_out, count, seed, draws=3):
         rng = np.random.default_rng([seed, draw])
         generated = generate(model, draw_noise(distribution, count, latent_dim, rng))
         fids.append(pixel_fid(real, generated))
-        swds.append(sliced_wasserstein(real, generated, seed=draw)["mean"])
-    return float(np.mean(fids)), float(np.mean(swds))
+        swds.append(sliced_wasserstein(real, generated, seed=draw))
+    return float(np.mean(fids)), {level: float(np.mean([swd[level] for swd in swds]))
+                                  for level in swds[0]}
 
 
 def discriminator_signs(script_file, run_dir, train, held_out):
@@ -146,7 +148,9 @@ def evaluate(script_file, run_dir, train, held_out, count, seed):
     """The benchmark's figures for one finished run, rounded for the log."""
     fid, swd = score(run_dir, held_out, count, seed=1000 + seed)
     d_train, d_held = discriminator_signs(script_file, run_dir, train, held_out)
-    return {"pixel_fid": round(fid, 3), "swd": round(swd, 2),
+    return {"pixel_fid": round(fid, 3), "swd": round(swd.pop("mean"), 2),
+            # Per level, finest first: 64 px is edges and grain, 16 px is shapes.
+            **{f"swd_{level}": round(value, 2) for level, value in swd.items()},
             "d_sign_train": round(d_train, 3), "d_sign_held_out": round(d_held, 3)}
 
 
