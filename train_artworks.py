@@ -45,10 +45,10 @@ KAGGLE = KaggleDataset("Best Artworks of All Time", "ikarus777/best-artworks-of-
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Train seed 002's DCGAN on one artist's paintings (64x64x3).")
-    # The seed's learning rate is 3e-3; 2e-4 is DCGAN's. Both it and --augment none are
-    # measured choices on 262 paintings (BENCHMARKS.md).
-    Run.add_arguments(parser, "artworks", epochs=400, batch_size=64, lr=2e-4,
-                     latent_dim=128, augment="none", flip=True, download=True)
+    # The seed's learning rate is 3e-3; 2e-4 is DCGAN's. It and adaptive colour and
+    # translation are measured choices on 262 paintings (BENCHMARKS.md).
+    Run.add_arguments(parser, "artworks", epochs=400, batch_size=64, lr=2e-4, latent_dim=128,
+                      augment="color,translation", adaptive=True, flip=True, download=True)
     parser.add_argument("--artist", action="append", default=None,
                         help="an artist folder to train on, e.g. Rembrandt or 'Pablo Picasso' "
                              "(case, spaces and accents forgiven); repeat it for several "

@@ -127,6 +127,8 @@ def script_args(script, options):
     args = script.build_parser().parse_args([])
     if options.batch_size:
         args.batch_size = options.batch_size
+    if options.augment is not None:
+        args.augment = options.augment
     args.ema = 0  # The speed table is measured without the moving average.
     return args
 
@@ -197,6 +199,7 @@ def measure_steps(name, options):
     pipeline_rate = statistics.median(pipeline_rates)
     return {
         "script": name, "batch_size": args.batch_size, "policy": policy, "jit": jit,
+        "augment": args.augment,
         "reference": round(reference_rate, 1), "ours": round(our_rate, 1),
         "ratio": round(our_rate / reference_rate, 3),
         "reference_rounds": [round(rate, 1) for rate in reference_rates],
@@ -279,6 +282,9 @@ def main():
                         help="default: each script's own default")
     parser.add_argument("--precision", default="auto", help="the script's --precision")
     parser.add_argument("--jit", default="auto", help="the script's --jit")
+    parser.add_argument("--augment", default=None, metavar="POLICY",
+                        help="the script's --augment, at its --augment-probability (default: "
+                             "its own; 'none' times the step without augmentation)")
     parser.add_argument("--end-to-end", default=None, metavar="FOLDER",
                         help="time whole epochs on this folder of images instead")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)

@@ -15,8 +15,10 @@ EMA_DECAY = 0.99
 # to tile one motif over the image; half the time did not (BENCHMARKS.md).
 AUGMENT_PROBABILITY = 0.5
 # What a run saved before a flag existed was trained with: resuming it keeps that (for the
-# scripts that have the flag). Artworks runs saved before 2026-12-01 have the seed's layers.
-BEFORE_THE_FLAG = {"augment_probability": 1.0, "seed_layers": True}
+# scripts that have the flag), not today's default. Runs saved before #16 have no
+# augmentation; artworks runs saved before 2026-12-01 have the seed's layers.
+BEFORE_THE_FLAG = {"augment": "none", "augment_adaptive": False, "augment_probability": 1.0,
+                   "seed_layers": True}
 # Flags a resumed run does not take over from args.json: how to start this invocation
 # (resume, overwrite, resume_from), how long it may run (max_steps: "this invocation"),
 # and the machine it runs on (precision, jit, strategy; a run may move to another machine).

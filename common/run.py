@@ -86,7 +86,7 @@ class Run:
                 # Read-only; every worker of a multi-worker run restores the same checkpoint.
                 self.checkpoint_path, done = resume_point(self.out_dir, args.resume_from)
             self.augment_policy = parse_policy(args.augment)
-            _one_augment_strength(args, explicit)  # Again: a resumed run may be adaptive.
+            _one_augment_strength(args, explicit, self.resuming)  # A resumed run may be adaptive.
         if done >= args.epochs:
             print(f"{self.out_dir} has already finished epoch {done} of --epochs "
                   f"{args.epochs}; nothing to train (pass a larger --epochs to go on)")
@@ -367,8 +367,14 @@ def _one_line_errors():
         raise SystemExit(f"error: {error}") from None
 
 
-def _one_augment_strength(args, explicit):
-    if args.augment_adaptive and "augment_probability" in explicit:
+def _one_augment_strength(args, explicit, resuming=False):
+    """A typed --augment-probability is a fixed chance, so it turns off a script's default
+    --augment-adaptive; beside a typed one, or on an adaptive run being resumed, it is refused."""
+    if "augment_probability" not in explicit:
+        return
+    if "augment_adaptive" not in explicit and not resuming:
+        args.augment_adaptive = False
+    if args.augment_adaptive:
         raise ValueError("--augment-probability is a fixed chance and --augment-adaptive "
                          "tunes it; give one of them")
 

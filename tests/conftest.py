@@ -39,6 +39,31 @@ def run_script(script, *args, check=True, timeout=600):
     return result
 
 
+def refused(script, *argv, capsys, status=None):
+    """Call the script's main() in this process, as a notebook cell would (no new Python and
+    TensorFlow start for each case), and return the one line it stopped with."""
+    import importlib
+
+    import keras
+    from common import rundir
+    module = importlib.import_module(script[:-3])
+    try:
+        with pytest.raises(SystemExit) as stop:
+            module.main([str(value) for value in argv])
+    finally:  # Let later processes use the folder: a refused run holds its lock no longer.
+        while rundir._locks:
+            rundir._locks.popitem()[1].close()
+        # A run refused after its set-up has set the precision; later tests build in float32.
+        keras.mixed_precision.set_global_policy("float32")
+    code = stop.value.code
+    lines = [] if isinstance(code, str) or not code else capsys.readouterr().err.splitlines()
+    message = code if isinstance(code, str) else (lines or [""])[-1]
+    assert "\n" not in message.strip()
+    if status is not None:
+        assert (1 if isinstance(code, str) else code) == status
+    return message
+
+
 def snapshot(folder):
     """Every file under `folder` with its bytes: to prove a refused run changed nothing."""
     # Not .lock: any run that gets as far as the out-dir holds its lock file (an empty

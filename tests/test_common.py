@@ -365,7 +365,7 @@ def test_laplacian_pyramid_levels_add_back_up_to_the_image():
 
 
 def test_sliced_wasserstein_sees_lost_detail_where_it_is_lost():
-    real, same = blocky_images(300, seed=1), blocky_images(300, seed=2)
+    real, same = blocky_images(120, seed=1), blocky_images(120, seed=2)
     blurred = _blur(_blur(same))
     base, worse = sliced_wasserstein(real, same), sliced_wasserstein(real, blurred)
     assert set(base) == {32, 16, "mean"}

@@ -18,7 +18,7 @@ from common.metrics import pixel_fid
 from common.rundir import epochs_of_checkpoints
 from conftest import (ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, ROOT, copy_with_flipped_generator_loss,
                       generate_in_fresh_process, optimizer_steps,
-                      run_script, snapshot, write_idx_images)
+                      refused, run_script, snapshot, write_idx_images)
 
 SCRIPT = "train_fashion_mnist.py"
 OUTPUTS = ("args.json", "history.csv", "generator.keras", "progress.gif", "losses.png",
@@ -179,6 +179,12 @@ def error_line(result):
     return result.stderr.strip().splitlines()[-1]
 
 
+def refused_run(data, out, *flags, capsys):
+    """train()'s command, refused in this process (test_refusals proves the same line comes
+    from a fresh Python): its one line."""
+    return refused(SCRIPT, "--data-dir", data, "--out-dir", out, *flags, capsys=capsys)
+
+
 @pytest.fixture
 def earlier_run(tmp_path, fashion_sample_run):
     """A fresh copy of a finished one-step run, and a snapshot of its files."""
@@ -220,27 +226,27 @@ def bad_folder(tmp_path, kind):
     ("wrong-magic", "is not an idx image file (magic number 2049, expected 2051)"),
     ("not-gzip", "cannot read"),
 ])
-def test_bad_data_folder(tmp_path, earlier_run, kind, expected):
+def test_bad_data_folder(tmp_path, earlier_run, kind, expected, capsys):
     out, before = earlier_run
     folder = tmp_path / "missing" if kind == "missing" else bad_folder(tmp_path, kind)
     # --epochs 2: the earlier run finished its one epoch, and a resume with nothing left to
     # do would say so and stop before reading any data.
-    line = error_line(train(folder, out, "--resume", "--epochs", "2", check=False))
+    line = refused_run(folder, out, "--resume", "--epochs", "2", capsys=capsys)
     assert line.startswith("error: ") and expected in line and str(folder) in line
     assert snapshot(out) == before
 
 
-def test_existing_run_is_refused_untouched(tiny_data, earlier_run):
+def test_existing_run_is_refused_untouched(tiny_data, earlier_run, capsys):
     out, before = earlier_run
-    line = error_line(train(tiny_data, out, "--epochs", "1", check=False))
+    line = refused_run(tiny_data, out, "--epochs", "1", capsys=capsys)
     assert f"error: {out} already holds a run" in line and "--resume" in line
     assert snapshot(out) == before
 
 
-def test_unwritable_out_dir(tmp_path, tiny_data):
+def test_unwritable_out_dir(tmp_path, tiny_data, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    line = error_line(train(tiny_data, blocker / "run", check=False))
+    line = refused_run(tiny_data, blocker / "run", capsys=capsys)
     assert f"cannot write to --out-dir {blocker / 'run'}" in line and "writable" in line
 
 

@@ -19,7 +19,7 @@ from common.images import image_batches
 from common.metrics import pixel_fid
 from common.noise import with_noise
 from conftest import (ENV, ROOT, copy_with_flipped_generator_loss, generate_in_fresh_process,
-                      optimizer_steps, run_script, snapshot)
+                      optimizer_steps, refused, run_script, snapshot)
 
 SCRIPTS = ("train_faces.py", "train_animals.py", "train_artworks.py")
 LATENT = {"train_faces.py": 100, "train_animals.py": 100, "train_artworks.py": 128}
@@ -93,6 +93,21 @@ def test_an_artworks_run_saved_before_seed_layers_resumes_with_the_seeds_layers(
                         ({"dataset": "artworks", "epochs": 3, "seed_layers": False}, False)]:
         args, explicit = flags.parse_args(artworks.build_parser(), ["--resume"])
         assert flags.merge_resumed_args(args, explicit, saved).seed_layers is kept
+
+
+def test_an_artworks_run_saved_before_augment_resumes_without_augmentation():
+    from common import flags
+    artworks = module("train_artworks.py")
+    fresh, _ = flags.parse_args(artworks.build_parser(), [])
+    assert fresh.augment != "none" and fresh.augment_adaptive  # Today's default augments.
+    old = {"dataset": "artworks", "epochs": 3}  # args.json of a run from before --augment.
+    args, explicit = flags.parse_args(artworks.build_parser(), ["--resume"])
+    args = flags.merge_resumed_args(args, explicit, old)
+    assert (args.augment, args.augment_adaptive) == ("none", False)
+    saved = {**old, "augment": "translation", "augment_adaptive": True}
+    args, explicit = flags.parse_args(artworks.build_parser(), ["--resume"])
+    args = flags.merge_resumed_args(args, explicit, saved)
+    assert (args.augment, args.augment_adaptive) == ("translation", True)
 
 
 # --- A run on a messy folder, as a user makes one ------------------------------------------
@@ -336,10 +351,11 @@ def test_64px_learning_test_fails_when_the_generator_loss_sign_is_flipped(
 # --- Bad input: one line naming the path and the fix; nothing of a run lost ----------------
 
 
-def error_line(result):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stderr.strip().splitlines()[-1]
+def refused_run(script, data, out, *flags, capsys):
+    """train()'s command, refused in this process (test_refusals proves the same line comes
+    from a fresh Python): its one line."""
+    return refused(script, "--data-dir", data, "--out-dir", out, "--batch-size", BATCH, *flags,
+                   capsys=capsys)
 
 
 @pytest.fixture
@@ -352,44 +368,42 @@ def earlier_run(tmp_path, runs):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_missing_folder(script, tmp_path, earlier_run):
+def test_missing_folder(script, tmp_path, earlier_run, capsys):
     out, before = earlier_run(script)
     # --epochs 3: the earlier run finished its two epochs, and a resume with nothing left to
     # do would say so and stop before reading any data.
-    line = error_line(train(script, tmp_path / "nowhere", out, "--resume", "--epochs", 3,
-                            check=False))
+    line = refused_run(script, tmp_path / "nowhere", out, "--resume", "--epochs", 3,
+                       capsys=capsys)
     assert line.startswith(f"error: --data-dir {tmp_path / 'nowhere'} does not exist; point "
                            f"it at the ")
     assert snapshot(out) == before
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_folder_without_a_readable_image(script, tmp_path, earlier_run):
+def test_folder_without_a_readable_image(script, tmp_path, earlier_run, capsys):
     out, before = earlier_run(script)
     folder = tmp_path / "junk"
     (folder / "Rembrandt").mkdir(parents=True)
     (folder / "Rembrandt" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (folder / "Rembrandt" / "readme.txt").write_text("hello")
-    line = error_line(train(script, folder, out, "--resume", "--epochs", 3, check=False))
+    line = refused_run(script, folder, out, "--resume", "--epochs", 3, capsys=capsys)
     assert line.startswith("error: ") and "has no readable images (1 files" in line
     assert str(folder) in line
     assert snapshot(out) == before
 
 
-def test_unknown_artist_lists_the_artists_found(tmp_path, messy_folder, earlier_run):
+def test_unknown_artist_lists_the_artists_found(tmp_path, messy_folder, earlier_run, capsys):
     out, before = earlier_run("train_artworks.py")
-    result = train("train_artworks.py", messy_folder[0], out, "--resume", "--epochs", 3,
-                   "--artist", "Monet", check=False)
-    line = error_line(result)
+    line = refused_run("train_artworks.py", messy_folder[0], out, "--resume", "--epochs", 3,
+                       "--artist", "Monet", capsys=capsys)
     assert line == (f"error: --artist 'Monet' matches 0 folders in {messy_folder[0]} "
                     f"(Pablo_Picasso, Rembrandt); give one of those names exactly")
     assert snapshot(out) == before
 
 
-def test_folder_without_artist_folders(tmp_path):
+def test_folder_without_artist_folders(tmp_path, capsys):
     (tmp_path / "flat").mkdir()
-    line = error_line(train("train_artworks.py", tmp_path / "flat", tmp_path / "out",
-                            check=False))
+    line = refused_run("train_artworks.py", tmp_path / "flat", tmp_path / "out", capsys=capsys)
     assert line == (f"error: --artist 'Rembrandt' matches 0 folders in {tmp_path / 'flat'} "
                     f"(none); give one of those names exactly")
     assert not (tmp_path / "out" / "args.json").exists()

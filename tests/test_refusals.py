@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, make_messy_folder, run_script, snapshot
+from conftest import QUICK_FASHION_BATCH, ROOT, make_messy_folder, refused, run_script, snapshot
 
 SCRIPT = "train_fashion_mnist.py"
 SCRIPTS = ("train_fashion_mnist.py", "train_faces.py", "train_animals.py", "train_artworks.py")
@@ -44,26 +44,6 @@ def run_copy(tmp_path, finished_run):
     shutil.copytree(finished_run, copy)
     (copy / ".lock").unlink(missing_ok=True)
     return copy
-
-
-def refused(script, *argv, capsys, status=None):
-    """Call the script's main() in this process, as a notebook cell would (no new Python and
-    TensorFlow start for each case), and return the one line it stopped with."""
-    module = importlib.import_module(script[:-3])
-    from common import rundir
-    try:
-        with pytest.raises(SystemExit) as stop:
-            module.main([str(value) for value in argv])
-    finally:  # Let later processes use the folder: a refused run holds its lock no longer.
-        while rundir._locks:
-            rundir._locks.popitem()[1].close()
-    code = stop.value.code
-    lines = [] if isinstance(code, str) or not code else capsys.readouterr().err.splitlines()
-    message = code if isinstance(code, str) else (lines or [""])[-1]
-    assert "\n" not in message.strip()
-    if status is not None:
-        assert (1 if isinstance(code, str) else code) == status
-    return message
 
 
 def train(data, out, *flags):
@@ -168,6 +148,19 @@ def test_a_fixed_and_an_adaptive_augment_strength_together_are_refused(data, tmp
     assert snapshot(run_copy) == before
 
 
+def test_a_typed_fixed_chance_turns_off_a_scripts_default_adaptive_strength():
+    from common import flags, run
+    artworks = importlib.import_module("train_artworks")  # Adaptive by default.
+    args, explicit = flags.parse_args(artworks.build_parser(), ["--augment-probability", "0.3"])
+    assert args.augment_adaptive
+    run._one_augment_strength(args, explicit)
+    assert (args.augment_adaptive, args.augment_probability) == (False, 0.3)
+    # Not so on a resumed run: its saved --augment-adaptive stands, and the chance is refused.
+    args, explicit = flags.parse_args(artworks.build_parser(), ["--augment-probability", "0.3"])
+    with pytest.raises(ValueError, match="--augment-adaptive"):
+        run._one_augment_strength(args, explicit, resuming=True)
+
+
 def test_8_argument_errors_in_a_fresh_process_are_one_line(data, tmp_path):
     result = run_script(SCRIPT, "--epochs", "abc", "--out-dir", tmp_path / "run", check=False)
     assert result.returncode == 2 and "usage:" not in result.stderr
@@ -231,11 +224,12 @@ def test_7_malformed_tf_config_is_one_line(data, tmp_path, monkeypatch, tf_confi
 # --- Wrong messages and surprises -----------------------------------------------------------
 
 
-def test_9_max_steps_is_not_kept_for_resume(data, tmp_path):
-    out = tmp_path / "run"
-    assert train(data, out, "--epochs", "1", "--max-steps", "1").returncode == 0
+def test_9_max_steps_is_not_kept_for_resume(quick_data, tmp_path):
+    out = tmp_path / "run"  # Quick data at batch 16: two full steps an epoch, one trace.
+    quick = ("--batch-size", QUICK_FASHION_BATCH)
+    assert train(quick_data, out, "--epochs", "1", "--max-steps", "1", *quick).returncode == 0
     assert json.loads((out / "args.json").read_text())["max_steps"] == 1
-    result = train(data, out, "--resume", "--epochs", "3")
+    result = train(quick_data, out, "--resume", "--epochs", "3", *quick)
     assert result.returncode == 0, result.stderr
     assert "--max-steps" not in result.stdout
     rows = (out / "history.csv").read_text().splitlines()[1:]
