@@ -47,14 +47,14 @@ def refused(script, *argv, capsys, status=None):
     import keras
     from common import rundir
     module = importlib.import_module(script[:-3])
+    policy = keras.mixed_precision.global_policy()  # A run's set-up changes it; put it back.
     try:
         with pytest.raises(SystemExit) as stop:
             module.main([str(value) for value in argv])
     finally:  # Let later processes use the folder: a refused run holds its lock no longer.
         while rundir._locks:
             rundir._locks.popitem()[1].close()
-        # A run refused after its set-up has set the precision; later tests build in float32.
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(policy)
     code = stop.value.code
     lines = [] if isinstance(code, str) or not code else capsys.readouterr().err.splitlines()
     message = code if isinstance(code, str) else (lines or [""])[-1]
