@@ -28,39 +28,94 @@ def ctrl_c_as_in_a_terminal():
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run_script(script, *args, check=True, timeout=600):
-    """Run ROOT/script with args in a fresh Python, as `python script ...` would."""
+def run_process(script, *args, check=True, timeout=600, **options):
+    """Run ROOT/script with args in a fresh Python, as `python script ...` would: only for
+    promises about a process (its exit status, the first lines it prints, a kill, Ctrl-C,
+    a resource limit). `options` go to subprocess.run (env, cwd, preexec_fn)."""
+    options = {"env": ENV, "cwd": ROOT, **options}
     result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)],
-                            capture_output=True, text=True, env=ENV, timeout=timeout,
-                            cwd=ROOT)
+                            capture_output=True, text=True, timeout=timeout, **options)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n"
                              f"{result.stderr}")
     return result
 
 
-def refused(script, *argv, capsys, status=None):
-    """Call the script's main() in this process, as a notebook cell would (no new Python and
-    TensorFlow start for each case), and return the one line it stopped with."""
+def run_main(script, *args, check=True):
+    """Call main(args) of `script` (train_x.py, or a module such as common.evaluate) in this
+    process, as a notebook cell does, and return what a process would have: a
+    CompletedProcess with the exit status (a SystemExit's code; 1, with the traceback in
+    stderr, for any other exception) and everything it printed."""
+    import contextlib
     import importlib
+    import io
+    import traceback
+
+    module = importlib.import_module(script[:-3] if script.endswith(".py") else script)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = 0
+    argv0, sys.argv[0] = sys.argv[0], module.__file__  # argparse names it in its errors.
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            module.main([str(value) for value in args])
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+            if isinstance(stop.code, str):
+                print(stop.code, file=sys.stderr)  # As Python prints it at exit.
+        except Exception:  # What a process would die of: its traceback, status 1.
+            traceback.print_exc()
+            status = 1
+        finally:
+            sys.argv[0] = argv0
+            reset_global_state()  # The next run starts as a new process would.
+    result = subprocess.CompletedProcess([script, *map(str, args)], status,
+                                         stdout.getvalue(), stderr.getvalue())
+    if check and status != 0:
+        raise AssertionError(f"{script} failed ({status}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+_SIGINT_HANDLER = signal.getsignal(signal.SIGINT)
+
+
+def reset_global_state():
+    """Put back what a run changes for the whole process, so each in-process run (and each
+    test) starts as a fresh Python would: the out-dir locks it holds (a finished process lets
+    go of them), Keras' precision policy and layer-name counters, the random seeds, and the
+    Ctrl-C handler."""
+    import random
 
     import keras
+    import tensorflow as tf
     from common import rundir
-    module = importlib.import_module(script[:-3])
-    policy = keras.mixed_precision.global_policy()  # A run's set-up changes it; put it back.
-    try:
-        with pytest.raises(SystemExit) as stop:
-            module.main([str(value) for value in argv])
-    finally:  # Let later processes use the folder: a refused run holds its lock no longer.
-        while rundir._locks:
-            rundir._locks.popitem()[1].close()
-        keras.mixed_precision.set_global_policy(policy)
-    code = stop.value.code
-    lines = [] if isinstance(code, str) or not code else capsys.readouterr().err.splitlines()
-    message = code if isinstance(code, str) else (lines or [""])[-1]
-    assert "\n" not in message.strip()
+    while rundir._locks:
+        rundir._locks.popitem()[1].close()
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.clear_session(free_memory=False)  # Names start again at "dense", ... (no
+    # gc.collect: 0.2 s a test; Python collects on its own).
+    tf.random.set_seed(None)  # No global seed: as unseeded as a new process.
+    random.seed()
+    np.random.seed()
+    signal.signal(signal.SIGINT, _SIGINT_HANDLER)
+
+
+@pytest.fixture(autouse=True)
+def fresh_global_state():
+    """Every test leaves the process as it found it (see reset_global_state)."""
+    yield
+    reset_global_state()
+
+
+def refused(script, *argv, status=None):
+    """Call the script's main() in this process, as a notebook cell would, and return the
+    one line it stopped with (it must stop with one)."""
+    result = run_main(script, *argv, check=False)
+    assert result.returncode != 0 or result.stderr, result.stdout
+    lines = result.stderr.strip().splitlines() or [""]
+    assert "Traceback" not in result.stderr, result.stderr
+    message = lines[-1]
     if status is not None:
-        assert (1 if isinstance(code, str) else code) == status
+        assert result.returncode == status, (result.returncode, result.stderr)
     return message
 
 
@@ -97,19 +152,15 @@ def generate_in_fresh_process(model_path, count, latent_dim, distribution="norma
     return shape, float(low), float(high)
 
 
-def copy_with_flipped_generator_loss(script, folder):
-    """A copy of `script` and common/ in `folder` whose generator maximises its loss: the
-    broken model every learning test must fail on. Returns the copy's root."""
-    import shutil
-    folder.mkdir()
-    shutil.copy(ROOT / script, folder / script)
-    shutil.copytree(ROOT / "common", folder / "common")
-    losses = folder / "common" / "losses.py"
-    text = losses.read_text()
-    line = "return _bce_sum(fake_logits, 1.0) /"  # generator_loss's, and only it.
-    assert text.count(line) == 1
-    losses.write_text(text.replace(line, line.replace("return ", "return -")))
-    return folder
+def flip_generator_loss(script, monkeypatch):
+    """Make the script's generator maximise its loss for this test: the broken model every
+    learning test must fail on. train_step reads `generator_loss` from the script's module
+    when it is traced, so the next run of the script trains with the flipped sign."""
+    from common import losses
+    module = script_module(script)
+    assert module.generator_loss is losses.generator_loss  # The one the step calls.
+    monkeypatch.setattr(module, "generator_loss",
+                        lambda fake_logits: -losses.generator_loss(fake_logits))
 
 
 def write_idx_images(path, images):
@@ -158,7 +209,7 @@ def made_once(tmp_path_factory, name, make):
 def fashion_sample_run(tmp_path_factory):
     """A one-step Fashion-MNIST run on the shipped 2,000-image sample, made once for every
     test that only reads a finished run (generate, evaluate, refused commands)."""
-    return made_once(tmp_path_factory, "fashion_sample_run", lambda out: run_script(
+    return made_once(tmp_path_factory, "fashion_sample_run", lambda out: run_main(
         "train_fashion_mnist.py", "--data-dir", FASHION_SAMPLE, "--epochs", "1",
         "--max-steps", "1", "--out-dir", out))
 
@@ -304,17 +355,13 @@ def quick_flags(quick_data, quick_folder):
 @pytest.fixture(scope="session")
 def quick_train(quick_flags):
     """quick_train(script, out, *flags): the script on its quick data, writing to `out`, in
-    a fresh Python. preexec_fn runs in the child before it starts (resource limits)."""
+    this process; with preexec_fn (run in the child before it starts: resource limits), in a
+    fresh Python."""
     def train(script, out, *flags, check=True, preexec_fn=None):
+        argv = (*quick_flags(script), "--out-dir", out, *flags)
         if preexec_fn is None:
-            return run_script(script, *quick_flags(script), "--out-dir", out, *flags,
-                              check=check)
-        result = subprocess.run(
-            [sys.executable, str(ROOT / script), *map(str, quick_flags(script)), "--out-dir",
-             str(out), *map(str, flags)], capture_output=True, text=True, env=ENV, cwd=ROOT,
-            timeout=600, preexec_fn=preexec_fn)
-        assert not check or result.returncode == 0, result.stderr
-        return result
+            return run_main(script, *argv, check=check)
+        return run_process(script, *argv, check=check, preexec_fn=preexec_fn)
     return train
 
 

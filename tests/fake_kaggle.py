@@ -18,10 +18,10 @@ source, kagglehub/http_resolver.py, clients.py, cache.py and kagglesdk):
   archive on disk, it resumes with `Range: bytes=<size>-`.
 
 The endpoint comes from KAGGLE_API_ENVIRONMENT (kagglesdk/kaggle_env.py): "LOCALHOST" is
-http://localhost (port 80) and "TEST" is http://localhost:7777. TEST also turns on
-kagglesdk's verbose mode, which prints every response body, reading the whole archive into
-memory before kagglehub's own streaming code runs; so LOCALHOST is used when port 80 can be
-bound (as root), and TEST otherwise (`FakeKaggle.environment` says which).
+http://localhost, port 80, fixed. So the fake listens on a free port the system picks and is
+reached as an HTTP proxy: with HTTP_PROXY pointing at it (`FakeKaggle.environ()`), requests
+sends it every call for http://localhost, storage redirects included. Any number of fakes
+(one per test, in any number of test workers) can run at once, and no root is needed.
 
 Modes (`FakeKaggle.mode`): "normal"; "403" and "404" (JSON errors, as Kaggle sends them);
 "stall" (reads the API call, never answers); "stall-body" (sends half the zip, then
@@ -38,13 +38,13 @@ import signal
 import socket
 import threading
 import time
+import urllib.parse
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
 API_PATH = "/api/v1/datasets.DatasetApiService/DownloadDataset"
-PORTS = {"LOCALHOST": 80, "TEST": 7777}  # kagglesdk's endpoints for those environments
 CORRUPT_ME = "zz_corrupt_me.txt"  # The member "corrupt" mode damages, stored last.
 
 
@@ -88,26 +88,24 @@ class FakeKaggle:
         self.requests = []
         self.sent_before_interrupt = 0.8  # Of the zip, in "interrupt" mode.
         self.interrupt_when = None  # Optional callable: wait for it before sending SIGINT.
-        self.environment, self.port = None, None
+        self.port = None
         self._release = threading.Event()  # Ends stalled answers at stop().
         self._server = None
         self._main_thread = threading.main_thread().ident
 
     def start(self):
-        for environment, port in PORTS.items():
-            try:
-                self._server = _Server(("127.0.0.1", port), _Handler)
-            except OSError:  # Port 80 needs root; or something else listens there.
-                continue
-            self.environment, self.port = environment, port
-            break
-        else:
-            ports = " or ".join(map(str, PORTS.values()))
-            raise OSError(f"cannot listen on 127.0.0.1 port {ports}")
+        self._server = _Server(("127.0.0.1", 0), _Handler)  # Any free port.
+        self.port = self._server.server_address[1]
         self._server.fake = self
         self._release.clear()
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
+
+    def environ(self):
+        """The variables that send kagglehub's requests for http://localhost to this fake."""
+        proxy = f"http://127.0.0.1:{self.port}"
+        return {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": proxy, "http_proxy": proxy,
+                "NO_PROXY": "", "no_proxy": ""}
 
     def stop(self):
         if self._server is not None:
@@ -127,7 +125,6 @@ class FakeKaggle:
 
 
 class _Server(ThreadingHTTPServer):
-    allow_reuse_address = True  # Rebind at once after the previous test's server.
     daemon_threads = True  # Do not wait for stalled answers at shutdown.
 
 
@@ -137,16 +134,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # Quiet: tests read `requests` instead.
         pass
 
+    @property
+    def route(self):
+        """The path asked for: as a proxy, the fake is sent whole URLs (http://localhost/...)."""
+        return urllib.parse.urlsplit(self.path).path
+
     def do_POST(self):
         fake = self.server.fake
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"null")
-        fake.requests.append(("POST", self.path, dict(self.headers), body))
+        fake.requests.append(("POST", self.route, dict(self.headers), body))
         if fake.mode == "stall":
             fake._release.wait(60)
             self.close_connection = True
             return
-        if fake.mode in ("403", "404") or self.path != API_PATH:
+        if fake.mode in ("403", "404") or self.route != API_PATH:
             code = int(fake.mode) if fake.mode in ("403", "404") else 404
             return self._json(code, {"code": code, "message": f"fake Kaggle says {code}"})
         key = f"{body['ownerSlug']}/{body['datasetSlug']}/{body.get('datasetVersionNumber')}"
@@ -159,8 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         fake = self.server.fake
-        fake.requests.append(("GET", self.path, dict(self.headers), None))
-        key = self.path.removeprefix("/storage/").removesuffix(".zip")
+        fake.requests.append(("GET", self.route, dict(self.headers), None))
+        key = self.route.removeprefix("/storage/").removesuffix(".zip")
         if key not in fake.archives:
             return self._json(404, {"code": 404, "message": "no such object"})
         data = fake.archives[key]

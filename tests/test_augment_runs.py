@@ -8,7 +8,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from conftest import QUICK_FASHION_BATCH, run_script, write_idx_images
+from conftest import QUICK_FASHION_BATCH, run_main, write_idx_images
 
 
 def test_resume_keeps_the_policy_and_p(tmp_path, sample_images):
@@ -18,14 +18,14 @@ def test_resume_keeps_the_policy_and_p(tmp_path, sample_images):
     out = tmp_path / "run"
     flags = ("train_fashion_mnist.py", "--data-dir", data, "--out-dir", out, "--batch-size", "32",
              "--checkpoint-every", "1")
-    run_script(*flags, "--epochs", "1", "--augment", "translation,cutout", "--augment-adaptive")
+    run_main(*flags, "--epochs", "1", "--augment", "translation,cutout", "--augment-adaptive")
     latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
     names = [name for name, _ in tf.train.list_variables(latest)]
     probability = [name for name in names if name.startswith("augment_probability/probability")]
     assert probability, names
     saved_p = float(tf.train.load_variable(latest, probability[0]))
 
-    result = run_script(*flags, "--epochs", "2", "--resume")  # No --augment typed again.
+    result = run_main(*flags, "--epochs", "2", "--resume")  # No --augment typed again.
     saved = json.loads((out / "args.json").read_text())
     assert saved["augment"] == "translation,cutout" and saved["augment_adaptive"] is True
     with open(out / "history.csv", newline="") as file:

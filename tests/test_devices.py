@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from common import devices
-from conftest import ENV, ROOT, run_script
+from conftest import ENV, ROOT, run_main
 
 MODEL_FILES = ("args.json", "checkpoints", "d_probs.png", "generator.keras", "history.csv",
                "losses.png", "progress.gif", "samples")
@@ -142,8 +142,8 @@ def test_loss_scale_optimizer_only_for_float16():
 ])
 def test_precision_and_jit_runs_train_and_save(tmp_path, tiny_data, flags, line):
     out = tmp_path / "run"
-    result = run_script("train_fashion_mnist.py", "--data-dir", tiny_data, "--out-dir", out,
-                        "--batch-size", 16, "--max-steps", 3, *flags)
+    result = run_main("train_fashion_mnist.py", "--data-dir", tiny_data, "--out-dir", out,
+                      "--batch-size", 16, "--max-steps", 3, *flags)
     assert line in result.stdout
     assert len(history(out)) == 1 and np.isfinite(losses_of(out)).all()
     generator = keras.saving.load_model(out / "generator.keras")

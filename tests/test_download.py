@@ -16,7 +16,7 @@ import pytest
 
 from common.download import (Folder, KaggleDataset, add_download_argument, describe,
                              find_folder, resolve_data_dir)
-from conftest import ROOT
+from conftest import ROOT, run_main
 from fake_kaggle import FakeKaggle, make_zip
 
 pytest.importorskip("kagglehub")
@@ -73,13 +73,13 @@ def kaggle(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))  # No ~/.kaggle/kaggle.json nor access_token.
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))  # kagglehub's own lookup.
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
     monkeypatch.setattr(kagglehub.config, "_kaggle_credentials", None)  # kagglehub.login()'s
     fake = FakeKaggle()
     fake.archives = {key(ANIMALS): make_zip(AFHQ_LAYOUT), key(FACES): make_zip(CELEBA_LAYOUT),
                      key(ARTWORKS): make_zip(ARTWORKS_LAYOUT)}
     with fake:
-        monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", fake.environment)
+        for name, value in fake.environ().items():  # Kaggle's http://localhost is the fake.
+            monkeypatch.setenv(name, value)
         yield fake
 
 
@@ -311,9 +311,8 @@ def test_the_download_flag(kaggle):
 def test_ctrl_c_while_downloading_leaves_no_dataset_and_the_next_run_resumes(kaggle, tmp_path):
     kaggle.archives[key(ANIMALS)] = make_zip(AFHQ_LAYOUT, padding_bytes=3 << 20)
     kaggle.mode = "interrupt"  # Sends most of the zip, then SIGINT to this thread.
-    if kaggle.environment == "LOCALHOST":  # Let kagglehub write some of it first.
-        kaggle.interrupt_when = lambda: (archive(ANIMALS).is_file()
-                                         and archive(ANIMALS).stat().st_size >= 1 << 20)
+    kaggle.interrupt_when = lambda: (archive(ANIMALS).is_file()  # Let kagglehub write
+                                     and archive(ANIMALS).stat().st_size >= 1 << 20)  # some.
     with pytest.raises(KeyboardInterrupt) as stop:
         resolve_data_dir(None, tmp_path / "missing", ANIMALS)
     assert "AFHQ" in str(stop.value) and "interrupted" in str(stop.value)
@@ -325,9 +324,6 @@ def test_ctrl_c_while_downloading_leaves_no_dataset_and_the_next_run_resumes(kag
     folder, _ = resolve_data_dir(None, tmp_path / "missing", ANIMALS)
     assert folder == unpacked(ANIMALS) / "afhq" / "train"
     assert len(list(folder.rglob("*.jpg"))) == 6
-    if kaggle.environment != "LOCALHOST":
-        pytest.skip("resuming needs the fake on port 80: in TEST mode kagglesdk reads the "
-                    "whole body before kagglehub writes any of it")
     ranges = [headers.get("Range") for method, _, headers, _ in kaggle.requests
               if method == "GET" and headers.get("Range")]
     assert ranges and int(ranges[0].split("=")[1].rstrip("-")) >= 1 << 20  # Resumed.
@@ -361,8 +357,9 @@ SCRIPT_LAYOUTS = {"train_animals.py": AFHQ_LAYOUT, "train_faces.py": CELEBA_LAYO
 
 
 def run_in(folder, script, *flags, **environment):
-    """`python script flags` from `folder` (where the script's default data folder is
-    missing), with this test's fake Kaggle and cache in the environment."""
+    """`python script flags` in a fresh Python from `folder` (where the script's default
+    data folder is missing), with this test's fake Kaggle and cache in the environment: the
+    first lines a user sees on a fresh machine."""
     return subprocess.run(
         [sys.executable, str(ROOT / script), "--batch-size", "2", "--max-steps", "1", *flags],
         capture_output=True, text=True, cwd=folder, timeout=600,
@@ -371,7 +368,7 @@ def run_in(folder, script, *flags, **environment):
 
 @pytest.mark.parametrize("script", sorted(SCRIPT_LAYOUTS))
 def test_a_script_downloads_its_pinned_dataset_trains_and_then_trains_offline(
-        kaggle, tmp_path, script):
+        kaggle, tmp_path, script, monkeypatch):
     import importlib
     import json
 
@@ -391,16 +388,19 @@ def test_a_script_downloads_its_pinned_dataset_trains_and_then_trains_offline(
     assert Path(source["folder"]).is_relative_to(unpacked(spec))
     assert len(kaggle.api_calls()) == 1
 
+    # The rest in this process, as a notebook cell runs it, from the same folder.
+    monkeypatch.chdir(tmp_path)
     kaggle.stop()  # Offline now: the second run finds the cache and trains.
-    second = run_in(tmp_path, script, "--out-dir", tmp_path / "second")
-    assert second.returncode == 0, second.stderr
+    second = run_main(script, "--batch-size", "2", "--max-steps", "1", "--out-dir",
+                      tmp_path / "second")
     assert second.stdout.splitlines()[0] == origin_line  # No download this time.
     assert (tmp_path / "second" / "generator.keras").is_file()
 
     # --no-download on a machine without the cache, the default folder or --data-dir: one
     # line, and no run.
-    refused = run_in(tmp_path, script, "--out-dir", tmp_path / "third", "--no-download",
-                     KAGGLEHUB_CACHE=str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty_cache"))
+    refused = run_main(script, "--batch-size", "2", "--max-steps", "1", "--out-dir",
+                       tmp_path / "third", "--no-download", check=False)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "--data-dir" in refused.stderr.strip().splitlines()[-1]

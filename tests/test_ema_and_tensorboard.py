@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from common.ema import copy_weights, restore, update_average
 from common.rundir import read_history, write_history
-from conftest import LATENT, QUICK_FASHION_BATCH, SCRIPTS, STRAIGHT_EPOCHS, run_script, script_module
+from conftest import LATENT, QUICK_FASHION_BATCH, SCRIPTS, STRAIGHT_EPOCHS, run_main, script_module
 
 SCRIPT = "train_fashion_mnist.py"
 
@@ -114,12 +114,12 @@ def test_generator_keras_is_the_checkpointed_average(script, straight_run):
 
 def test_resuming_keeps_the_average_and_without_ema_saves_the_generator(tmp_path, quick_data):
     out = tmp_path / "run"
-    run_script(SCRIPT, "--data-dir", quick_data, "--out-dir", out, "--epochs", "1", "--ema", "0",
+    run_main(SCRIPT, "--data-dir", quick_data, "--out-dir", out, "--epochs", "1", "--ema", "0",
                "--batch-size", QUICK_FASHION_BATCH)
     generator, _ = checkpointed_models(out, with_average=False)
     assert_same_weights(keras.saving.load_model(out / "generator.keras"), generator)
     # Turning the average on when resuming: it starts from the trained generator.
-    result = run_script(SCRIPT, "--data-dir", quick_data, "--out-dir", out, "--resume",
+    result = run_main(SCRIPT, "--data-dir", quick_data, "--out-dir", out, "--resume",
                         "--epochs", "2", "--ema", "0.99")
     assert "after epoch 1" in result.stdout
     generator, average = checkpointed_models(out, with_average=True)

@@ -4,7 +4,6 @@ and a NaN stop are tested on every script in test_survival.py.)"""
 import json
 import os
 import shutil
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -16,9 +15,9 @@ import tensorflow as tf
 import train_fashion_mnist as script
 from common.metrics import pixel_fid
 from common.rundir import epochs_of_checkpoints
-from conftest import (ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, ROOT, copy_with_flipped_generator_loss,
+from conftest import (FASHION_SAMPLE, QUICK_FASHION_BATCH, flip_generator_loss,
                       generate_in_fresh_process, optimizer_steps,
-                      refused, run_script, snapshot, write_idx_images)
+                      refused, run_main, snapshot, write_idx_images)
 
 SCRIPT = "train_fashion_mnist.py"
 OUTPUTS = ("args.json", "history.csv", "generator.keras", "progress.gif", "losses.png",
@@ -26,7 +25,7 @@ OUTPUTS = ("args.json", "history.csv", "generator.keras", "progress.gif", "losse
 
 
 def train(data, out, *flags, check=True):
-    return run_script(SCRIPT, "--data-dir", data, "--out-dir", out, *flags, check=check)
+    return run_main(SCRIPT, "--data-dir", data, "--out-dir", out, *flags, check=check)
 
 
 # --- Models --------------------------------------------------------------------------------
@@ -136,12 +135,9 @@ def score_generator(path, real):
     return pixel_fid(real, generator.predict(noise, verbose=0))
 
 
-def train_and_score(root, out, real):
-    result = subprocess.run(
-        [sys.executable, str(root / SCRIPT), "--data-dir", str(FASHION_SAMPLE), "--out-dir",
-         str(out), "--max-steps", str(LEARNING_STEPS), "--batch-size", str(LEARNING_BATCH)],
-        capture_output=True, text=True, env=ENV, cwd=root)
-    assert result.returncode == 0, result.stderr
+def train_and_score(out, real):
+    run_main(SCRIPT, "--data-dir", FASHION_SAMPLE, "--out-dir", out, "--max-steps",
+             LEARNING_STEPS, "--batch-size", LEARNING_BATCH)
     return score_generator(str(out / "generator.keras"), real)
 
 
@@ -156,17 +152,17 @@ def test_training_moves_samples_toward_the_data(tmp_path, real_and_untrained_sco
     """50 steps on real Fashion-MNIST bring the generator's pixel statistics measurably
     closer to the data's (measured: about 350 untrained, about 230 after)."""
     real, untrained = real_and_untrained_score
-    trained = train_and_score(ROOT, tmp_path / "run", real)
+    trained = train_and_score(tmp_path / "run", real)
     assert trained < 0.8 * untrained, (trained, untrained)
 
 
 def test_learning_test_fails_when_the_generator_loss_sign_is_flipped(
-        tmp_path, real_and_untrained_score):
+        tmp_path, real_and_untrained_score, monkeypatch):
     """The negative control: the same check on a copy whose generator maximises its loss
     must not pass (measured: it gets worse, about 500), so the test above has teeth."""
     real, untrained = real_and_untrained_score
-    broken = copy_with_flipped_generator_loss(SCRIPT, tmp_path / "broken")
-    flipped = train_and_score(broken, tmp_path / "run", real)
+    flip_generator_loss(SCRIPT, monkeypatch)
+    flipped = train_and_score(tmp_path / "run", real)
     assert not flipped < 0.8 * untrained, (flipped, untrained)
 
 
@@ -179,10 +175,10 @@ def error_line(result):
     return result.stderr.strip().splitlines()[-1]
 
 
-def refused_run(data, out, *flags, capsys):
+def refused_run(data, out, *flags):
     """train()'s command, refused in this process (test_refusals proves the same line comes
     from a fresh Python): its one line."""
-    return refused(SCRIPT, "--data-dir", data, "--out-dir", out, *flags, capsys=capsys)
+    return refused(SCRIPT, "--data-dir", data, "--out-dir", out, *flags)
 
 
 @pytest.fixture
@@ -226,27 +222,27 @@ def bad_folder(tmp_path, kind):
     ("wrong-magic", "is not an idx image file (magic number 2049, expected 2051)"),
     ("not-gzip", "cannot read"),
 ])
-def test_bad_data_folder(tmp_path, earlier_run, kind, expected, capsys):
+def test_bad_data_folder(tmp_path, earlier_run, kind, expected):
     out, before = earlier_run
     folder = tmp_path / "missing" if kind == "missing" else bad_folder(tmp_path, kind)
     # --epochs 2: the earlier run finished its one epoch, and a resume with nothing left to
     # do would say so and stop before reading any data.
-    line = refused_run(folder, out, "--resume", "--epochs", "2", capsys=capsys)
+    line = refused_run(folder, out, "--resume", "--epochs", "2")
     assert line.startswith("error: ") and expected in line and str(folder) in line
     assert snapshot(out) == before
 
 
-def test_existing_run_is_refused_untouched(tiny_data, earlier_run, capsys):
+def test_existing_run_is_refused_untouched(tiny_data, earlier_run):
     out, before = earlier_run
-    line = refused_run(tiny_data, out, "--epochs", "1", capsys=capsys)
+    line = refused_run(tiny_data, out, "--epochs", "1")
     assert f"error: {out} already holds a run" in line and "--resume" in line
     assert snapshot(out) == before
 
 
-def test_unwritable_out_dir(tmp_path, tiny_data, capsys):
+def test_unwritable_out_dir(tmp_path, tiny_data):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    line = refused_run(tiny_data, blocker / "run", capsys=capsys)
+    line = refused_run(tiny_data, blocker / "run")
     assert f"cannot write to --out-dir {blocker / 'run'}" in line and "writable" in line
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ENV, ROOT, run_script, shape_image
+from conftest import ENV, ROOT, run_main, shape_image
 
 SIZE = 64
 GOOD = 12  # Good images hidden among the hostile files of each folder.
@@ -348,13 +348,11 @@ def test_huge_declared_sizes_are_refused_quickly_without_allocating(tmp_path):
 
 
 def test_a_run_on_a_hostile_folder_skips_the_bad_files_and_trains(tmp_path, monkeypatch):
-    # A UTF-8 terminal: print() refuses names that are not UTF-8 unless they are escaped.
-    monkeypatch.setitem(ENV, "PYTHONIOENCODING", "utf-8")
     kinds, _ = make_hostile_folder(tmp_path / "data", seed=7)
     out = tmp_path / "run"
-    result = run_script("train_animals.py", "--data-dir", tmp_path / "data", "--out-dir", out,
-                        "--max-steps", 1, "--epochs", 1, "--batch-size", 8, "--cache-dir",
-                        tmp_path / "cache", check=False, timeout=180)
+    result = run_main("train_animals.py", "--data-dir", tmp_path / "data", "--out-dir", out,
+                      "--max-steps", 1, "--epochs", 1, "--batch-size", 8, "--cache-dir",
+                      tmp_path / "cache", check=False)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-6000:]}"
     assert "Traceback" not in result.stderr
     count = int(re.search(r"^(\d+) training images from ", result.stdout, re.M).group(1))
@@ -375,9 +373,9 @@ def test_a_folder_of_only_hostile_files_ends_with_one_error_line(tmp_path):
         if kinds[name] == "either":
             (folder / "Rembrandt" / name).unlink()
             del kinds[name]
-    result = run_script("train_artworks.py", "--data-dir", folder, "--out-dir",
-                        tmp_path / "run", "--max-steps", 1, "--epochs", 1, "--batch-size", 8,
-                        check=False, timeout=180)
+    result = run_main("train_artworks.py", "--data-dir", folder, "--out-dir",
+                      tmp_path / "run", "--max-steps", 1, "--epochs", 1, "--batch-size", 8,
+                      check=False)
     assert result.returncode == 1, f"{result.stdout}\n{result.stderr[-6000:]}"
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -5,8 +5,6 @@ stop and a full disk are tested on every script in test_survival.py.)"""
 import importlib
 import json
 import shutil
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import imageio.v3 as iio
@@ -18,8 +16,8 @@ import common.images
 from common.images import image_batches
 from common.metrics import pixel_fid
 from common.noise import with_noise
-from conftest import (ENV, ROOT, copy_with_flipped_generator_loss, generate_in_fresh_process,
-                      optimizer_steps, refused, run_script, snapshot)
+from conftest import (flip_generator_loss, generate_in_fresh_process,
+                      optimizer_steps, refused, run_main, snapshot)
 
 SCRIPTS = ("train_faces.py", "train_animals.py", "train_artworks.py")
 LATENT = {"train_faces.py": 100, "train_animals.py": 100, "train_artworks.py": 128}
@@ -31,7 +29,7 @@ def module(script):
 
 
 def train(script, data, out, *flags, check=True):
-    return run_script(script, "--data-dir", data, "--out-dir", out, "--batch-size", BATCH,
+    return run_main(script, "--data-dir", data, "--out-dir", out, "--batch-size", BATCH,
                       *flags, check=check)
 
 
@@ -284,7 +282,7 @@ def test_flip_defaults(script, flip):
 # --- Artists -------------------------------------------------------------------------------
 
 
-def test_artist_names_are_forgiving_and_repeatable(tmp_path, messy_folder, capsys):
+def test_artist_names_are_forgiving_and_repeatable(tmp_path, messy_folder):
     artworks = module("train_artworks.py")
     root, good, _ = messy_folder
     pixels, source = read("train_artworks.py", root, artists=["PABLO PICASSO"])
@@ -309,12 +307,9 @@ LEARNING_STEPS, LEARNING_BATCH = 40, 32
 DIFFAUGMENT = "color,translation,cutout"  # Augmented training must learn too.
 
 
-def train_and_score(root, script, data, out, real, augment=DIFFAUGMENT):
-    result = subprocess.run(
-        [sys.executable, str(root / script), "--data-dir", str(data), "--out-dir", str(out),
-         "--max-steps", str(LEARNING_STEPS), "--batch-size", str(LEARNING_BATCH),
-         "--augment", augment], capture_output=True, text=True, env=ENV, cwd=root)
-    assert result.returncode == 0, result.stderr
+def train_and_score(script, data, out, real, augment=DIFFAUGMENT):
+    run_main(script, "--data-dir", data, "--out-dir", out, "--max-steps", LEARNING_STEPS,
+             "--batch-size", LEARNING_BATCH, "--augment", augment)
     generator = tf.keras.models.load_model(str(out / "generator.keras"))
     noise = np.random.default_rng(1).normal(size=(500, LATENT[script])).astype(np.float32)
     return pixel_fid(real, generator.predict(noise, verbose=0))
@@ -334,28 +329,26 @@ def shapes_and_untrained_score(shapes_folder):
 def test_64px_training_moves_samples_toward_the_data(tmp_path, shapes_folder,
                                                      shapes_and_untrained_score, augment):
     real, untrained = shapes_and_untrained_score
-    trained = train_and_score(ROOT, "train_animals.py", shapes_folder[0], tmp_path / "run", real,
+    trained = train_and_score("train_animals.py", shapes_folder[0], tmp_path / "run", real,
                               augment)
     assert trained < 0.7 * untrained, (trained, untrained)
 
 
 def test_64px_learning_test_fails_when_the_generator_loss_sign_is_flipped(
-        tmp_path, shapes_folder, shapes_and_untrained_score):
+        tmp_path, shapes_folder, shapes_and_untrained_score, monkeypatch):
     real, untrained = shapes_and_untrained_score
-    broken = copy_with_flipped_generator_loss("train_animals.py", tmp_path / "broken")
-    flipped = train_and_score(broken, "train_animals.py", shapes_folder[0], tmp_path / "run",
-                              real)
+    flip_generator_loss("train_animals.py", monkeypatch)
+    flipped = train_and_score("train_animals.py", shapes_folder[0], tmp_path / "run", real)
     assert not flipped < 0.7 * untrained, (flipped, untrained)
 
 
 # --- Bad input: one line naming the path and the fix; nothing of a run lost ----------------
 
 
-def refused_run(script, data, out, *flags, capsys):
+def refused_run(script, data, out, *flags):
     """train()'s command, refused in this process (test_refusals proves the same line comes
     from a fresh Python): its one line."""
-    return refused(script, "--data-dir", data, "--out-dir", out, "--batch-size", BATCH, *flags,
-                   capsys=capsys)
+    return refused(script, "--data-dir", data, "--out-dir", out, "--batch-size", BATCH, *flags)
 
 
 @pytest.fixture
@@ -368,42 +361,41 @@ def earlier_run(tmp_path, runs):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_missing_folder(script, tmp_path, earlier_run, capsys):
+def test_missing_folder(script, tmp_path, earlier_run):
     out, before = earlier_run(script)
     # --epochs 3: the earlier run finished its two epochs, and a resume with nothing left to
     # do would say so and stop before reading any data.
-    line = refused_run(script, tmp_path / "nowhere", out, "--resume", "--epochs", 3,
-                       capsys=capsys)
+    line = refused_run(script, tmp_path / "nowhere", out, "--resume", "--epochs", 3)
     assert line.startswith(f"error: --data-dir {tmp_path / 'nowhere'} does not exist; point "
                            f"it at the ")
     assert snapshot(out) == before
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_folder_without_a_readable_image(script, tmp_path, earlier_run, capsys):
+def test_folder_without_a_readable_image(script, tmp_path, earlier_run):
     out, before = earlier_run(script)
     folder = tmp_path / "junk"
     (folder / "Rembrandt").mkdir(parents=True)
     (folder / "Rembrandt" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (folder / "Rembrandt" / "readme.txt").write_text("hello")
-    line = refused_run(script, folder, out, "--resume", "--epochs", 3, capsys=capsys)
+    line = refused_run(script, folder, out, "--resume", "--epochs", 3)
     assert line.startswith("error: ") and "has no readable images (1 files" in line
     assert str(folder) in line
     assert snapshot(out) == before
 
 
-def test_unknown_artist_lists_the_artists_found(tmp_path, messy_folder, earlier_run, capsys):
+def test_unknown_artist_lists_the_artists_found(tmp_path, messy_folder, earlier_run):
     out, before = earlier_run("train_artworks.py")
     line = refused_run("train_artworks.py", messy_folder[0], out, "--resume", "--epochs", 3,
-                       "--artist", "Monet", capsys=capsys)
+                       "--artist", "Monet")
     assert line == (f"error: --artist 'Monet' matches 0 folders in {messy_folder[0]} "
                     f"(Pablo_Picasso, Rembrandt); give one of those names exactly")
     assert snapshot(out) == before
 
 
-def test_folder_without_artist_folders(tmp_path, capsys):
+def test_folder_without_artist_folders(tmp_path):
     (tmp_path / "flat").mkdir()
-    line = refused_run("train_artworks.py", tmp_path / "flat", tmp_path / "out", capsys=capsys)
+    line = refused_run("train_artworks.py", tmp_path / "flat", tmp_path / "out")
     assert line == (f"error: --artist 'Rembrandt' matches 0 folders in {tmp_path / 'flat'} "
                     f"(none); give one of those names exactly")
     assert not (tmp_path / "out" / "args.json").exists()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common import evaluate, quality
-from conftest import ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, ROOT, run_script
+from conftest import ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, ROOT, run_main
 
 # --- FID on Gaussians with a known answer -------------------------------------------------
 
@@ -382,7 +382,11 @@ def fashion_run(fashion_sample_run, tmp_path_factory):
     return out
 
 
-def run_evaluate(*args):
+def run_evaluate(*args, fresh_process=False):
+    """`python -m common.evaluate args`: in this process through its main(), or in a new
+    Python where the promise is about the command itself."""
+    if not fresh_process:
+        return run_main("common.evaluate", *args, check=False)
     return subprocess.run([sys.executable, "-m", "common.evaluate", *map(str, args)],
                           capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
 
@@ -423,7 +427,7 @@ def copy_run(fashion_run, folder, drop=()):
 
 
 def test_evaluate_refuses_bad_runs_in_one_line(fashion_run, tmp_path):
-    message = error_line(run_evaluate(tmp_path / "missing"))
+    message = error_line(run_evaluate(tmp_path / "missing", fresh_process=True))
     assert "missing does not exist" in message
     (tmp_path / "empty").mkdir()
     assert "has no generator.keras" in error_line(run_evaluate(tmp_path / "empty"))
@@ -453,7 +457,7 @@ def test_evaluate_refuses_bad_data_and_missing_weights_in_one_line(fashion_run, 
     assert "nope.h5 does not exist" in message
 
 
-def test_evaluate_main_is_callable_from_python(fashion_run, tmp_path, capsys):
+def test_evaluate_main_is_callable_from_python(fashion_run, tmp_path):
     with pytest.raises(SystemExit) as caught:
         evaluate.main([tmp_path / "missing"])
     assert str(caught.value).startswith("error: ") and "\n" not in str(caught.value)
@@ -519,7 +523,7 @@ def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, qu
     flags = ("--data-dir", quick_data, "--batch-size", QUICK_FASHION_BATCH, "--out-dir", out,
              "--eval-every", "2", "--eval-count", "16", "--inception-weights", weights_file,
              "--tensorboard")
-    result = run_script("train_fashion_mnist.py", *flags, "--epochs", "3")
+    result = run_main("train_fashion_mnist.py", *flags, "--epochs", "3")
     assert "FID from 16 images is biased upward" in result.stdout
     assert result.stdout.count("computing the Inception features of 16 real images") == 1
     # Epoch 2 is scored (every 2) and epoch 3 too (the last epoch always is).
@@ -538,7 +542,7 @@ def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, qu
         assert float(tf.make_ndarray(logged[0].tensor_proto)) == pytest.approx(
             float(rows[1][name]), rel=1e-5)
     # A resumed run reuses the cached real features instead of computing them again.
-    result = run_script("train_fashion_mnist.py", *flags, "--epochs", "4", "--resume")
+    result = run_main("train_fashion_mnist.py", *flags, "--epochs", "4", "--resume")
     assert "computing the Inception features" not in result.stdout
     with open(out / "history.csv", newline="") as file:
         assert [row["fid"] != "" for row in csv.DictReader(file)] == [False, True, True, True]
@@ -546,7 +550,7 @@ def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, qu
 
 def test_eval_every_without_weights_says_so_once_and_trains(tmp_path, quick_data):
     out = tmp_path / "run"
-    result = run_script("train_fashion_mnist.py", "--data-dir", quick_data, "--batch-size",
+    result = run_main("train_fashion_mnist.py", "--data-dir", quick_data, "--batch-size",
                         QUICK_FASHION_BATCH, "--out-dir", out,
                         "--epochs", "2", "--eval-every", "1", "--inception-weights",
                         tmp_path / "missing.h5")

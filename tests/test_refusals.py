@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from conftest import QUICK_FASHION_BATCH, ROOT, make_messy_folder, refused, run_script, snapshot
+from conftest import (QUICK_FASHION_BATCH, ROOT, make_messy_folder, refused, run_main,
+                      run_process, snapshot)
 
 SCRIPT = "train_fashion_mnist.py"
 SCRIPTS = ("train_fashion_mnist.py", "train_faces.py", "train_animals.py", "train_artworks.py")
@@ -33,8 +34,8 @@ def data(tiny_data):
 def finished_run(tmp_path_factory, data):
     """A two-epoch run with a checkpoint per epoch."""
     out = tmp_path_factory.mktemp("refusal_runs") / "run"
-    run_script(SCRIPT, "--data-dir", data, "--out-dir", out, "--epochs", "2",
-               "--batch-size", "64", "--checkpoint-every", "1")
+    run_main(SCRIPT, "--data-dir", data, "--out-dir", out, "--epochs", "2",
+             "--batch-size", "64", "--checkpoint-every", "1")
     return out
 
 
@@ -47,16 +48,15 @@ def run_copy(tmp_path, finished_run):
 
 
 def train(data, out, *flags):
-    return run_script(SCRIPT, "--data-dir", data, "--out-dir", out, "--batch-size", "64",
-                      *flags, check=False)
+    return run_main(SCRIPT, "--data-dir", data, "--out-dir", out, "--batch-size", "64",
+                    *flags, check=False)
 
 
 # --- Data loss ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("damage", ["delete folder", "empty folder", "delete files"])
-def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_copy, damage,
-                                                                   capsys):
+def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_copy, damage):
     checkpoints = run_copy / "checkpoints"
     if damage == "delete folder":
         shutil.rmtree(checkpoints)
@@ -68,41 +68,36 @@ def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_cop
             path.unlink()
     before = snapshot(run_copy)
     message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
-                      "--epochs", "3", capsys=capsys)
+                      "--epochs", "3")
     assert str(run_copy) in message or "checkpoint" in message
     assert "--overwrite" in message or "--resume-from" in message
     assert snapshot(run_copy) == before
 
 
-def test_2_out_dir_inside_the_data_dir_is_refused(data, tmp_path, capsys):
+def test_2_out_dir_inside_the_data_dir_is_refused(data, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     before = snapshot(copy)
-    message = refused(SCRIPT, "--data-dir", copy, "--out-dir", copy / "runs" / "inside",
-                      capsys=capsys)
+    message = refused(SCRIPT, "--data-dir", copy, "--out-dir", copy / "runs" / "inside")
     assert "inside --data-dir" in message
     assert snapshot(copy) == before and not (copy / "runs").exists()
-    assert "inside --data-dir" in refused(SCRIPT, "--data-dir", copy, "--out-dir", copy,
-                                          capsys=capsys)
+    assert "inside --data-dir" in refused(SCRIPT, "--data-dir", copy, "--out-dir", copy)
 
 
 @pytest.mark.parametrize("flags", [["--seed", "-1"], ["--eval-count", "1"],
                                    ["--augment", "colour"], ["--latent-dim", "100000000"],
                                    ["--data-dir", "/nonexistent"]])
-def test_3_overwrite_deletes_nothing_when_a_flag_or_the_data_is_bad(data, run_copy, flags,
-                                                                     capsys):
+def test_3_overwrite_deletes_nothing_when_a_flag_or_the_data_is_bad(data, run_copy, flags):
     before = snapshot(run_copy)
-    message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--overwrite", *flags,
-                      capsys=capsys)
+    message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--overwrite", *flags)
     assert message.startswith("error:")
     assert snapshot(run_copy) == before
 
 
 @pytest.mark.parametrize("other", ["train_animals.py", "train_faces.py"])
-def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp_path, capsys):
+def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp_path):
     before = snapshot(run_copy)
-    message = refused(other, "--data-dir", tmp_path / "data", "--out-dir", run_copy, "--resume",
-                      capsys=capsys)
+    message = refused(other, "--data-dir", tmp_path / "data", "--out-dir", run_copy, "--resume")
     assert "train_fashion_mnist.py" in message and other in message
     assert snapshot(run_copy) == before
 
@@ -121,20 +116,18 @@ def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp
     (["--data-dir", ""], "--data-dir"),
     (["--augment-probability", "1.5"], "--augment-probability"),
 ])
-def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, flags, words,
-                                                              capsys):
-    message = refused(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run", *flags,
-                      capsys=capsys, status=2)
+def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, flags, words):
+    message = refused(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run", *flags, status=2)
     assert words in message and message.startswith("error:")
     assert "usage:" not in message  # argparse's 14-line usage stays on --help.
     assert not (tmp_path / "run").exists()
 
 
 def test_a_fixed_and_an_adaptive_augment_strength_together_are_refused(data, tmp_path,
-                                                                      run_copy, capsys):
+                                                                      run_copy):
     both = ("--augment", "translation", "--augment-probability", "0.3")
     message = refused(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "new", *both,
-                      "--augment-adaptive", capsys=capsys, status=1)
+                      "--augment-adaptive", status=1)
     assert "--augment-probability" in message and "--augment-adaptive" in message
     assert not (tmp_path / "new").exists()
     # Resuming an adaptive run with a fixed chance is the same contradiction.
@@ -143,7 +136,7 @@ def test_a_fixed_and_an_adaptive_augment_strength_together_are_refused(data, tmp
                                                     "augment_adaptive": True}))
     before = snapshot(run_copy)
     message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
-                      "--epochs", "3", "--augment-probability", "0.3", capsys=capsys, status=1)
+                      "--epochs", "3", "--augment-probability", "0.3", status=1)
     assert "--augment-adaptive" in message
     assert snapshot(run_copy) == before
 
@@ -162,7 +155,7 @@ def test_a_typed_fixed_chance_turns_off_a_scripts_default_adaptive_strength():
 
 
 def test_8_argument_errors_in_a_fresh_process_are_one_line(data, tmp_path):
-    result = run_script(SCRIPT, "--epochs", "abc", "--out-dir", tmp_path / "run", check=False)
+    result = run_process(SCRIPT, "--epochs", "abc", "--out-dir", tmp_path / "run", check=False)
     assert result.returncode == 2 and "usage:" not in result.stderr
     assert one_line(result).startswith("error: argument --epochs")
 
@@ -172,37 +165,36 @@ def test_8_argument_errors_in_a_fresh_process_are_one_line(data, tmp_path):
     ('{"latent_dim": "big", "dataset": "fashion_mnist"}', "latent_dim"),
     ("{not json", "cannot read"),
 ])
-def test_7_a_damaged_args_json_is_one_line(data, run_copy, content, words, capsys):
+def test_7_a_damaged_args_json_is_one_line(data, run_copy, content, words):
     (run_copy / "args.json").write_text(content)
     before = snapshot(run_copy)
     assert words in refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
-                            "--epochs", "3", capsys=capsys)
+                            "--epochs", "3")
     assert snapshot(run_copy) == before
 
 
-def test_7_a_garbled_history_is_one_line(data, run_copy, capsys):
+def test_7_a_garbled_history_is_one_line(data, run_copy):
     (run_copy / "history.csv").write_text("epoch,d_loss\nthree,x\n")
     before = snapshot(run_copy)
     message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
-                      "--epochs", "3", capsys=capsys)
+                      "--epochs", "3")
     assert "history.csv" in message
     assert snapshot(run_copy) == before
 
 
-def test_7_10_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(data, run_copy,
-                                                                            capsys):
+def test_7_10_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(data, run_copy):
     newest = max((run_copy / "checkpoints").glob("ckpt-*.data-*"),
                  key=lambda path: int(path.name.split("-")[1].split(".")[0]))
     newest.write_bytes(newest.read_bytes()[:1000])
     before = snapshot(run_copy)
     argv = (SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume", "--epochs", "3")
-    message = refused(*argv, capsys=capsys)
+    message = refused(*argv)
     assert "--resume-from 1" in message and newest.name.split(".")[0] in message
     assert snapshot(run_copy) == before
     # Deleted instead of cut short: the same advice, never --overwrite.
     for path in newest.parent.glob(newest.name.split(".")[0] + ".*"):
         path.unlink()
-    message = refused(*argv, capsys=capsys)
+    message = refused(*argv)
     assert "--resume-from 1" in message and "--overwrite" not in message
     # The advice works.
     result = train(data, run_copy, "--resume-from", "1", "--epochs", "2")
@@ -214,10 +206,8 @@ def test_7_10_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(dat
                                        ' "task": {"type": "worker", "index": 9}}'])
 def test_7_malformed_tf_config_is_one_line(data, tmp_path, monkeypatch, tf_config):
     monkeypatch.setenv("TF_CONFIG", tf_config)
-    import conftest
-    monkeypatch.setattr(conftest, "ENV", {**conftest.ENV, "TF_CONFIG": tf_config})
-    result = conftest.run_script(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run",
-                                 "--strategy", "multiworker", check=False)
+    result = run_main(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run",
+                      "--strategy", "multiworker", check=False)
     assert "TF_CONFIG" in one_line(result)
 
 
@@ -249,27 +239,26 @@ def test_12_artist_folders_differing_only_in_case_are_ambiguous(tmp_path):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_13_a_data_dir_that_is_a_file_says_so(script, tmp_path, capsys):
+def test_13_a_data_dir_that_is_a_file_says_so(script, tmp_path):
     file = tmp_path / "data.zip"
     file.write_bytes(b"PK")
-    message = refused(script, "--data-dir", file, "--out-dir", tmp_path / "run", capsys=capsys)
+    message = refused(script, "--data-dir", file, "--out-dir", tmp_path / "run")
     assert str(file) in message and "file" in message and "does not exist" not in message
 
 
-def test_14_resume_with_fewer_epochs_than_done_says_so_and_changes_nothing(data, run_copy,
-                                                                           capsys):
+def test_14_resume_with_fewer_epochs_than_done_says_so_and_changes_nothing(data, run_copy):
     before = snapshot(run_copy)
-    refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume", "--epochs", "1",
-            capsys=capsys, status=0)
-    assert "already finished epoch 2" in capsys.readouterr().out
+    result = run_main(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume", "--epochs",
+                      "1")  # Status 0: nothing is wrong, there is just nothing to do.
+    assert "already finished epoch 2" in result.stdout
     assert snapshot(run_copy) == before
 
 
-def test_2_for_an_image_folder_too(tmp_path, capsys):
+def test_2_for_an_image_folder_too(tmp_path):
     """Case 2 for the 64px scripts: the run would sit among the paintings."""
     make_messy_folder(tmp_path / "images", good_per_artist=2)
     before = snapshot(tmp_path / "images")
     message = refused("train_artworks.py", "--data-dir", tmp_path / "images",
-                      "--out-dir", tmp_path / "images" / "Rembrandt" / "run", capsys=capsys)
+                      "--out-dir", tmp_path / "images" / "Rembrandt" / "run")
     assert "inside --data-dir" in message
     assert snapshot(tmp_path / "images") == before

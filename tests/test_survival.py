@@ -25,7 +25,7 @@ import tensorflow as tf
 import train_fashion_mnist
 from common import rundir
 from conftest import (ENV, LATENT, QUICK_FASHION_BATCH, QUICK_STEPS, ROOT, SCRIPTS, STRAIGHT_EPOCHS, optimizer_steps,
-                      refused, run_script, script_module, snapshot)
+                      refused, run_main, script_module, snapshot)
 
 SCRIPT = "train_fashion_mnist.py"
 STEPS = QUICK_STEPS  # Per epoch on quick data: 32 images at batch 16, or 24 at batch 12.
@@ -39,16 +39,10 @@ def data_flags(data):
     return ["--data-dir", str(data)] + (["--batch-size", str(QUICK_FASHION_BATCH)] if quick else [])
 
 
-def train(data, out, *flags, check=True, preexec_fn=None):
-    """train_fashion_mnist.py on `data`: the script of the tests that run on one script."""
-    if preexec_fn is None:
-        return run_script(SCRIPT, *data_flags(data), "--out-dir", out, *flags, check=check)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / SCRIPT), *data_flags(data), "--out-dir", str(out),
-         *map(str, flags)], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600,
-        preexec_fn=preexec_fn)
-    assert not check or result.returncode == 0, result.stderr
-    return result
+def train(data, out, *flags, check=True):
+    """train_fashion_mnist.py on `data`, in this process: the script of the tests that run
+    on one script."""
+    return run_main(SCRIPT, *data_flags(data), "--out-dir", out, *flags, check=check)
 
 
 def start(data, out, *flags, output=subprocess.DEVNULL):
@@ -342,8 +336,7 @@ def test_resume_from_rolls_back_and_keeps_what_came_after(script, rolled_back):
     assert_clean(out)
 
 
-def test_a_second_roll_back_keeps_the_first_ones_files_apart(tmp_path, rolled_back, quick_data,
-                                                             capsys):
+def test_a_second_roll_back_keeps_the_first_ones_files_apart(tmp_path, rolled_back, quick_data):
     source, _, before = rolled_back(SCRIPT)
     out = copy_run(source, tmp_path / "run")
     aside = out / "rolled_back" / "after_epoch_1"
@@ -359,8 +352,7 @@ def test_a_second_roll_back_keeps_the_first_ones_files_apart(tmp_path, rolled_ba
 
     # An epoch without a checkpoint: one line listing those there are; nothing changes.
     files = snapshot(out)
-    line = refused(SCRIPT, *data_flags(quick_data), "--out-dir", out, "--resume-from", "9",
-                   capsys=capsys)
+    line = refused(SCRIPT, *data_flags(quick_data), "--out-dir", out, "--resume-from", "9")
     assert line == (f"error: --resume-from 9: {out / 'checkpoints'} has no checkpoint of epoch "
                     f"9 (kept epochs: 1, 2); choose one of those, and keep more next time "
                     f"with --keep-checkpoints")
@@ -604,7 +596,7 @@ def fake_run(out, epochs, every=2):
 
 @pytest.mark.parametrize("damage", ["delete", "garble"])
 def test_resume_refuses_checkpoints_whose_list_is_lost(tmp_path, quick_data, straight_run,
-                                                       damage, capsys):
+                                                       damage):
     """Without TensorFlow's list of checkpoints, --resume would start at epoch 1 and write
     over the run's history, samples and generator: it refuses instead."""
     out = copy_run(straight_run(SCRIPT), tmp_path / "run")
@@ -612,7 +604,7 @@ def test_resume_refuses_checkpoints_whose_list_is_lost(tmp_path, quick_data, str
     state.unlink() if damage == "delete" else state.write_text("model_checkpoint_path: {{{")
     before = snapshot(out)
     line = refused(SCRIPT, *data_flags(quick_data), "--out-dir", out, "--resume", "--epochs",
-                   "4", capsys=capsys)
+                   "4")
     assert str(out / "checkpoints") in line and "--overwrite" in line, line
     assert snapshot(out) == before
 
