@@ -1,4 +1,4 @@
-"""python -m common.generate with values too large to run (issue 13, case 7): each is one
+"""python -m common.generate with values too large to run: each is one
 argparse-style error line naming the limit, and large allowed values stream in batches."""
 
 import json

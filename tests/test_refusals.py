@@ -1,6 +1,5 @@
-"""Issue 13: the remaining ways a user could hurt a run. Each command here is refused in one
-line with a non-zero exit (or, for case 14, told there is nothing to do), and changes
-nothing that a run wrote. Numbers in the test names are the issue's case numbers."""
+"""Commands that would hurt a run: each is refused in one line with a non-zero exit (or
+told there is nothing to do), and changes nothing that a run wrote."""
 
 import importlib
 import json
@@ -56,7 +55,7 @@ def train(data, out, *flags):
 
 
 @pytest.mark.parametrize("damage", ["delete folder", "empty folder", "delete files"])
-def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_copy, damage):
+def test_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_copy, damage):
     checkpoints = run_copy / "checkpoints"
     if damage == "delete folder":
         shutil.rmtree(checkpoints)
@@ -74,7 +73,7 @@ def test_1_resume_without_a_checkpoint_refuses_and_touches_nothing(data, run_cop
     assert snapshot(run_copy) == before
 
 
-def test_2_out_dir_inside_the_data_dir_is_refused(data, tmp_path):
+def test_out_dir_inside_the_data_dir_is_refused(data, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     before = snapshot(copy)
@@ -87,7 +86,7 @@ def test_2_out_dir_inside_the_data_dir_is_refused(data, tmp_path):
 @pytest.mark.parametrize("flags", [["--seed", "-1"], ["--eval-count", "1"],
                                    ["--augment", "colour"], ["--latent-dim", "100000000"],
                                    ["--data-dir", "/nonexistent"]])
-def test_3_overwrite_deletes_nothing_when_a_flag_or_the_data_is_bad(data, run_copy, flags):
+def test_overwrite_deletes_nothing_when_a_flag_or_the_data_is_bad(data, run_copy, flags):
     before = snapshot(run_copy)
     message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--overwrite", *flags)
     assert message.startswith("error:")
@@ -95,7 +94,7 @@ def test_3_overwrite_deletes_nothing_when_a_flag_or_the_data_is_bad(data, run_co
 
 
 @pytest.mark.parametrize("other", ["train_animals.py", "train_faces.py"])
-def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp_path):
+def test_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp_path):
     before = snapshot(run_copy)
     message = refused(other, "--data-dir", tmp_path / "data", "--out-dir", run_copy, "--resume")
     assert "train_fashion_mnist.py" in message and other in message
@@ -116,7 +115,7 @@ def test_4_a_run_is_resumed_only_by_the_script_that_made_it(run_copy, other, tmp
     (["--data-dir", ""], "--data-dir"),
     (["--augment-probability", "1.5"], "--augment-probability"),
 ])
-def test_7_8_13_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, flags, words):
+def test_bad_flags_are_one_line_without_the_usage_block(data, tmp_path, flags, words):
     message = refused(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run", *flags, status=2)
     assert words in message and message.startswith("error:")
     assert "usage:" not in message  # argparse's 14-line usage stays on --help.
@@ -154,7 +153,7 @@ def test_a_typed_fixed_chance_turns_off_a_scripts_default_adaptive_strength():
         run._one_augment_strength(args, explicit, resuming=True)
 
 
-def test_8_argument_errors_in_a_fresh_process_are_one_line(data, tmp_path):
+def test_argument_errors_in_a_fresh_process_are_one_line(data, tmp_path):
     result = run_process(SCRIPT, "--epochs", "abc", "--out-dir", tmp_path / "run", check=False)
     assert result.returncode == 2 and "usage:" not in result.stderr
     assert one_line(result).startswith("error: argument --epochs")
@@ -165,7 +164,7 @@ def test_8_argument_errors_in_a_fresh_process_are_one_line(data, tmp_path):
     ('{"latent_dim": "big", "dataset": "fashion_mnist"}', "latent_dim"),
     ("{not json", "cannot read"),
 ])
-def test_7_a_damaged_args_json_is_one_line(data, run_copy, content, words):
+def test_a_damaged_args_json_is_one_line(data, run_copy, content, words):
     (run_copy / "args.json").write_text(content)
     before = snapshot(run_copy)
     assert words in refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
@@ -173,7 +172,7 @@ def test_7_a_damaged_args_json_is_one_line(data, run_copy, content, words):
     assert snapshot(run_copy) == before
 
 
-def test_7_a_garbled_history_is_one_line(data, run_copy):
+def test_a_garbled_history_is_one_line(data, run_copy):
     (run_copy / "history.csv").write_text("epoch,d_loss\nthree,x\n")
     before = snapshot(run_copy)
     message = refused(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume",
@@ -182,7 +181,7 @@ def test_7_a_garbled_history_is_one_line(data, run_copy):
     assert snapshot(run_copy) == before
 
 
-def test_7_10_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(data, run_copy):
+def test_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(data, run_copy):
     newest = max((run_copy / "checkpoints").glob("ckpt-*.data-*"),
                  key=lambda path: int(path.name.split("-")[1].split(".")[0]))
     newest.write_bytes(newest.read_bytes()[:1000])
@@ -204,7 +203,7 @@ def test_7_10_a_truncated_or_missing_newest_checkpoint_points_to_resume_from(dat
 @pytest.mark.parametrize("tf_config", ['{"cluster": {"worker": 5}}', "[]",
                                        '{"cluster": {"worker": ["localhost:1", "localhost:2"]},'
                                        ' "task": {"type": "worker", "index": 9}}'])
-def test_7_malformed_tf_config_is_one_line(data, tmp_path, monkeypatch, tf_config):
+def test_malformed_tf_config_is_one_line(data, tmp_path, monkeypatch, tf_config):
     monkeypatch.setenv("TF_CONFIG", tf_config)
     result = run_main(SCRIPT, "--data-dir", data, "--out-dir", tmp_path / "run",
                       "--strategy", "multiworker", check=False)
@@ -214,7 +213,7 @@ def test_7_malformed_tf_config_is_one_line(data, tmp_path, monkeypatch, tf_confi
 # --- Wrong messages and surprises -----------------------------------------------------------
 
 
-def test_9_max_steps_is_not_kept_for_resume(quick_data, tmp_path):
+def test_max_steps_is_not_kept_for_resume(quick_data, tmp_path):
     out = tmp_path / "run"  # Quick data at batch 16: two full steps an epoch, one trace.
     quick = ("--batch-size", QUICK_FASHION_BATCH)
     assert train(quick_data, out, "--epochs", "1", "--max-steps", "1", *quick).returncode == 0
@@ -226,7 +225,7 @@ def test_9_max_steps_is_not_kept_for_resume(quick_data, tmp_path):
     assert [row.split(",")[0] for row in rows] == ["1", "2", "3"]
 
 
-def test_12_artist_folders_differing_only_in_case_are_ambiguous(tmp_path):
+def test_artist_folders_differing_only_in_case_are_ambiguous(tmp_path):
     sys.path.insert(0, str(ROOT))
     import train_artworks
     for name in ("rembrandt", "Rembrandt", "Pablo_Picasso"):
@@ -239,14 +238,14 @@ def test_12_artist_folders_differing_only_in_case_are_ambiguous(tmp_path):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_13_a_data_dir_that_is_a_file_says_so(script, tmp_path):
+def test_a_data_dir_that_is_a_file_says_so(script, tmp_path):
     file = tmp_path / "data.zip"
     file.write_bytes(b"PK")
     message = refused(script, "--data-dir", file, "--out-dir", tmp_path / "run")
     assert str(file) in message and "file" in message and "does not exist" not in message
 
 
-def test_14_resume_with_fewer_epochs_than_done_says_so_and_changes_nothing(data, run_copy):
+def test_resume_with_fewer_epochs_than_done_says_so_and_changes_nothing(data, run_copy):
     before = snapshot(run_copy)
     result = run_main(SCRIPT, "--data-dir", data, "--out-dir", run_copy, "--resume", "--epochs",
                       "1")  # Status 0: nothing is wrong, there is just nothing to do.
@@ -254,7 +253,7 @@ def test_14_resume_with_fewer_epochs_than_done_says_so_and_changes_nothing(data,
     assert snapshot(run_copy) == before
 
 
-def test_2_for_an_image_folder_too(tmp_path):
+def test_for_an_image_folder_too(tmp_path):
     """Case 2 for the 64px scripts: the run would sit among the paintings."""
     make_messy_folder(tmp_path / "images", good_per_artist=2)
     before = snapshot(tmp_path / "images")

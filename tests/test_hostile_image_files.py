@@ -1,4 +1,4 @@
-"""Hostile files (issue #6): the 64px loaders and scripts on folders of random bytes,
+"""Hostile files: the 64px loaders and scripts on folders of random bytes,
 truncated and corrupted images, headers declaring billions of pixels, FIFOs, directories
 and symlink loops named like images, files whose reading fails and names no terminal can
 print. Nothing may crash, hang or exhaust memory: every file is decoded or skipped with a

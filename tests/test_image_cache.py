@@ -1,5 +1,5 @@
-"""common.images under hostile conditions (issue 13): a full disk under --cache-dir, a stale
-build left by a killed run, Ctrl-C while decoding, and degenerate 1xN / Nx1 pictures."""
+"""common.images' on-disk cache (--cache-dir) when things go wrong: a full disk, a stale
+build left by a killed run, another run's build under way, Ctrl-C while decoding."""
 
 import errno
 import os
@@ -12,13 +12,10 @@ from collections import namedtuple
 
 import numpy as np
 import pytest
+from conftest import ENV, ROOT
 from PIL import Image
 
 from common import images
-from conftest import ENV, ROOT
-
-COLOR = (200, 100, 50)
-EDGE = (0, 0, 255)
 
 
 def picture_folder(folder, count, side=8):
@@ -39,35 +36,7 @@ def one_line(error):
     return text
 
 
-# --- Case 11: 1xN and Nx1 pictures ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("width, height", [(1, 2), (2, 1), (1, 64), (64, 1), (1, 1),
-                                           (3, 1000), (1000, 3), (4, 1), (1, 6), (2, 2)])
-def test_thin_pictures_decode_to_their_central_square_not_black(tmp_path, width, height):
-    # EDGE everywhere but where the central square may lie (either middle pixel of an even
-    # length), which is COLOR: the decoded 64x64 must be all COLOR.
-    side = min(width, height)
-    image = np.empty((height, width, 3), np.uint8)
-    image[...] = EDGE
-    top, left = (height - side) // 2, (width - side) // 2
-    image[top:top + side + (height - side) % 2, left:left + side + (width - side) % 2] = COLOR
-    path = tmp_path / f"{width}x{height}.png"
-    Image.fromarray(image).save(path)
-    pixels = images.decode_image(path, 64)
-    assert pixels.shape == (64, 64, 3)
-    np.testing.assert_array_equal(pixels, np.broadcast_to(COLOR, (64, 64, 3)))
-
-
-def test_the_centre_crop_keeps_exactly_a_square_of_the_shorter_side(tmp_path):
-    # 1x5: rows 0..4; the central 1x1 is row 2, its neighbours differ.
-    image = np.zeros((5, 1, 3), np.uint8)
-    image[:, 0, 0] = [10, 60, 120, 180, 240]
-    Image.fromarray(image).save(tmp_path / "column.png")
-    assert (images.decode_image(tmp_path / "column.png", 8)[..., 0] == 120).all()
-
-
-# --- Case 5: --cache-dir on a full disk ---------------------------------------------------
+# --- --cache-dir on a full disk -----------------------------------------------------------
 
 Usage = namedtuple("Usage", "total used free")
 
