@@ -10,7 +10,7 @@ and no float32 copy of the whole set ever exists.
 A folder is untrusted input: a file that is not a readable image (random bytes, a truncated
 or corrupted picture, a header declaring billions of pixels, a FIFO, a symlink loop, a file
 whose reading fails) is skipped with its reason; it never crashes, hangs or exhausts the
-memory of a run (tests/test_hostile_files.py).
+memory of a run (tests/test_hostile_image_files.py).
 """
 
 import hashlib
