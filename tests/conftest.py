@@ -79,9 +79,6 @@ def run_main(script, *args, check=True):
     return result
 
 
-_SIGINT_HANDLER = signal.getsignal(signal.SIGINT)
-
-
 def reset_global_state():
     """Put back what a run changes for the whole process, so each in-process run (and each
     test) starts as a fresh Python would: the out-dir locks it holds (a finished process lets
@@ -100,7 +97,8 @@ def reset_global_state():
     tf.random.set_seed(None)  # No global seed: as unseeded as a new process.
     random.seed()
     np.random.seed()
-    signal.signal(signal.SIGINT, _SIGINT_HANDLER)
+    # A terminal's Python, as ctrl_c_as_in_a_terminal makes it (CI may start us ignoring it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
