@@ -125,7 +125,7 @@ def test_overwrite_starts_over_and_keeps_other_files(tmp_path, quick_data, strai
 
 # --- Learning ------------------------------------------------------------------------------
 
-LEARNING_STEPS, LEARNING_BATCH = 50, 32
+LEARNING_STEPS, LEARNING_BATCH = 50, 16
 
 
 def score_generator(path, real):

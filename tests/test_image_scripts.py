@@ -303,7 +303,7 @@ def test_artist_names_are_forgiving_and_repeatable(tmp_path, messy_folder):
 
 # --- Learning ------------------------------------------------------------------------------
 
-LEARNING_STEPS, LEARNING_BATCH = 40, 32
+LEARNING_STEPS, LEARNING_BATCH = 40, 16
 DIFFAUGMENT = "color,translation,cutout"  # Augmented training must learn too.
 
 
