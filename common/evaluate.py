@@ -70,7 +70,7 @@ def read_real_images(saved, data_dir=None):
     """The real images as uint8 (N, H, W, C), and where they came from: those args.json
     records (`data_source`), or the ones in `data_dir`. ValueError (one line) on bad data."""
     from common.idx import read_idx_images
-    from common.images import read_image_folders
+    from common.images import read_source
     source = saved.get("data_source") or {}
     if data_dir is not None:
         folder = Path(data_dir)
@@ -79,15 +79,18 @@ def read_real_images(saved, data_dir=None):
             return read_idx_images(idx[0]), str(idx[0])
         if not folder.is_dir():
             raise ValueError(f"--data-dir {folder} does not exist; pass a folder of images")
-        source = {**source, "folders": [str(folder)], "cache_dir": None}
+        if "idx" in source:  # A 28px run is compared with idx files, not a folder of images.
+            raise ValueError(f"--data-dir {folder} has no train-images-idx3-ubyte file; "
+                             f"pass the folder holding Fashion-MNIST's idx files")
+        source = {"size": 64, "crop": 1.0, **source, "folders": [str(folder)],
+                  "cache_dir": None}
     if "idx" in source:
         return read_idx_images(source["idx"]), source["idx"]
     if "folders" not in source:
         raise ValueError("args.json does not say where the run's images came from (a run "
                          "from before that was recorded); pass --data-dir")
-    images, record = read_image_folders(source["folders"], source.get("size", 64),
-                                        source.get("crop", 1.0), source.get("cache_dir"))
-    return images, " + ".join(record["folders"])
+    # With the run's own name and --cache-dir: its decoded cache is read, not made again.
+    return read_source({"size": 64, "crop": 1.0, **source}), " + ".join(source["folders"])
 
 
 # --- Main ---------------------------------------------------------------------------------

@@ -29,6 +29,9 @@ NOT_RESUMED = ("resume", "overwrite", "resume_from", "max_steps", "download",
 MAX_LATENT_DIM = 4096
 MAX_BATCH_SIZE = 65536
 MAX_SEED = 2**31 - 1  # TensorFlow and NumPy seeds must fit in a signed 32-bit integer.
+# Flags that shape the models (or the noise they take): a resumed run cannot change them,
+# as its checkpoint holds weights of that shape. Only those a script has are checked.
+FIXED = ("latent_dim", "noise", "seed_layers")
 
 
 def parse_args(parser, argv=None):
@@ -225,12 +228,13 @@ def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim,
                         metavar="N", help="keep the last N checkpoints (default: %(default)s)")
 
 
-def merge_resumed_args(args, explicit, saved, fixed=("latent_dim", "noise")):
+def merge_resumed_args(args, explicit, saved, fixed=FIXED, parser=None):
     """On --resume, the saved run's arguments win except for flags typed this time.
 
     So `--resume` alone continues with the original settings and `--resume --epochs 200`
-    extends the run. Flags in `fixed` shape the models and cannot change. Raises
-    ValueError when args.json belongs to another script or holds values of the wrong type.
+    extends the run. Flags in `fixed` shape the models and cannot change. With `parser`,
+    each saved value goes through its flag's own check, as if typed. Raises ValueError when
+    args.json belongs to another script or holds values of the wrong type or out of range.
     """
     if not isinstance(saved, dict):
         raise ValueError("args.json does not hold the run's arguments (not a JSON object); "
@@ -240,8 +244,14 @@ def merge_resumed_args(args, explicit, saved, fixed=("latent_dim", "noise")):
             f"{args.out_dir} holds a run of train_{saved['dataset']}.py, not of "
             f"train_{args.dataset}.py; resume it with that script, or choose another --out-dir")
     for name in fixed:
-        if name in explicit and name in saved and getattr(args, name) != saved[name]:
+        if name in explicit and hasattr(args, name) and getattr(args, name) != saved.get(
+                name, BEFORE_THE_FLAG.get(name, getattr(args, name))):
             flag = "--" + name.replace("_", "-")
+            if isinstance(getattr(args, name), bool):  # A switch: say what it is.
+                raise ValueError(
+                    f"{flag} shapes the models, and the run being resumed was trained "
+                    f"{'without' if getattr(args, name) else 'with'} it; drop {flag} or "
+                    f"choose another --out-dir")
             raise ValueError(
                 f"{flag} {getattr(args, name)} does not match the run being resumed "
                 f"({flag} {saved[name]}); drop {flag} or choose another --out-dir")
@@ -253,11 +263,32 @@ def merge_resumed_args(args, explicit, saved, fixed=("latent_dim", "noise")):
             raise ValueError(
                 f"args.json in {args.out_dir} has {name} = {value!r}, which is not a "
                 f"{type(default).__name__}; fix that line, or pass --overwrite to start over")
-        setattr(args, name, value)
+        setattr(args, name, _checked_as_typed(parser, name, value, args.out_dir))
     for name, value in BEFORE_THE_FLAG.items():
         if name not in saved and name not in explicit and hasattr(args, name):
             setattr(args, name, value)
     return args
+
+
+def _checked_as_typed(parser, name, value, out_dir):
+    """`value` from args.json, through the check its flag's type makes of typed text (a
+    seed of -1 or --gif-frames 1 is refused here as it would be on the command line)."""
+    action = next((action for action in parser._actions if action.dest == name), None) \
+        if parser is not None else None
+    if action is None or value is None or action.type is None and not action.choices:
+        return value  # Switches and free text: _same_kind has checked them.
+    text = str(value)
+    if isinstance(value, list) and len(value) == 2 and value[1] in ("epochs", "minutes"):
+        text = f"{value[0]}" + ("m" if value[1] == "minutes" else "")  # --checkpoint-every
+    try:
+        checked = action.type(text) if action.type else value
+        if action.choices and checked not in action.choices:
+            raise ValueError(f"choose from {', '.join(map(str, action.choices))}")
+        return checked
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+        raise ValueError(f"args.json in {out_dir} has {name} = {value!r}, which "
+                         f"{action.option_strings[0]} refuses ({error}); fix that line, or "
+                         f"pass --overwrite to start over") from None
 
 
 def _same_kind(value, default):

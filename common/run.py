@@ -38,7 +38,7 @@ from common.augment import AdaptiveProbability, augment, parse_policy, step_seed
 from common.devices import (choose_jit, choose_policy, choose_strategy, describe, is_chief,
                             portable_copy, set_policy)
 from common.ema import copy_weights, restore, update_average
-from common.flags import add_common_arguments, merge_resumed_args, parse_args
+from common.flags import FIXED, add_common_arguments, merge_resumed_args, parse_args
 from common.noise import with_noise
 from common.optimizers import make_adam
 from common.plotting import ProgressGif, plot_d_probs, plot_losses, plot_quality, save_image_grid
@@ -46,9 +46,9 @@ from common.progress import EpochLog, steps_per_epoch, write_tensorboard
 from common.quality import make_meter
 from common.images import image_batches
 from common.rundir import (SAMPLE_PATTERN, atomic_write, clear_run, disk_errors_exit,
-                           first_missing, load_args, prepare_out_dir, read_history,
-                           remove_new_out_dir, resume_point, roll_back, sample_path,
-                           sample_paths, save_args, write_history)
+                           first_missing, load_args, prepare_out_dir, prune_checkpoints,
+                           read_history, relist_checkpoints, remove_new_out_dir, resume_point,
+                           roll_back, sample_path, sample_paths, save_args, write_history)
 
 SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
 # The GIF and the plots are for watching a run: redrawn at each checkpoint and otherwise at
@@ -64,7 +64,7 @@ class Run:
     # The flags every script shares, with the script's defaults (common/flags.py).
     add_arguments = staticmethod(add_common_arguments)
 
-    def __init__(self, parser, argv=None, fixed=("latent_dim", "noise")):
+    def __init__(self, parser, argv=None, fixed=FIXED):
         args, explicit = parse_args(parser, argv)
         self.out_dir = Path(args.out_dir)
         with _one_line_errors():
@@ -82,9 +82,11 @@ class Run:
                                             writer=self.chief)
             self.checkpoint_path, done = None, 0
             if self.resuming:
-                args = merge_resumed_args(args, explicit, load_args(self.out_dir), fixed)
+                args = merge_resumed_args(args, explicit, load_args(self.out_dir), fixed,
+                                          parser)
                 # Read-only; every worker of a multi-worker run restores the same checkpoint.
                 self.checkpoint_path, done = resume_point(self.out_dir, args.resume_from)
+                _refuse_checkpoint_without_args(self.out_dir, self.checkpoint_path)
             self.augment_policy = parse_policy(args.augment)
             _one_augment_strength(args, explicit, self.resuming)  # A resumed run may be adaptive.
         if done >= args.epochs:
@@ -102,6 +104,7 @@ class Run:
         with its errors turned into one line. The record goes into args.json."""
         try:
             images, source = read(*arguments)
+            _refuse_out_dir_inside(self.out_dir, source)
         except ValueError as error:
             remove_new_out_dir(self.out_dir, self.created)
             raise SystemExit(f"error: {error}") from None
@@ -130,6 +133,11 @@ class Run:
                 clear_run(out_dir)  # Only now: every flag and the data have been checked.
             if args.resume_from and self.chief:
                 roll_back(out_dir, args.resume_from)
+            if self.checkpoint_path and self.chief and not (
+                    out_dir / "checkpoints" / "checkpoint").exists():
+                relist_checkpoints(out_dir / "checkpoints")  # The list was lost: write it again.
+                print(f"{out_dir / 'checkpoints' / 'checkpoint'} was missing; listed the "
+                      f"checkpoints found there again")
         print(describe(self.strategy, self.policy, self.jit))
         self.generator, self.noise = generator, noise
         with self.strategy.scope():
@@ -146,23 +154,26 @@ class Run:
         self.generator_optimizer = optimizers[0]
         self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.fixed_noise = tf.Variable(noise(SAMPLE_COUNT, [args.seed, 0]), trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
-            generator=generator, discriminator=discriminator,
-            generator_optimizer=optimizers[0], discriminator_optimizer=optimizers[1],
-            epochs_done=self.epochs_done, fixed_noise=self.fixed_noise)
+        parts = dict(generator=generator, discriminator=discriminator,
+                     generator_optimizer=optimizers[0], discriminator_optimizer=optimizers[1],
+                     epochs_done=self.epochs_done, fixed_noise=self.fixed_noise)
         if self.ema_generator is not None:
             copy_weights(self.ema_generator, generator)  # The average starts where G starts.
-            self.checkpoint.ema_generator = self.ema_generator
+            parts["ema_generator"] = self.ema_generator
         if self.adaptive:
-            self.checkpoint.augment_probability = self.adaptive
+            parts["augment_probability"] = self.adaptive
+        self.checkpoint = tf.train.Checkpoint(**parts)
         self.sampler = self.ema_generator or generator  # Draws every sample a user sees.
         # Every worker takes part in a save; the chief's is the run's, the others' scratch.
         self.checkpoint_dir = out_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp())
+        # Which checkpoints stay is prune_checkpoints' call, after each save (a Ctrl-C save
+        # is not an epoch's), so the manager itself keeps all.
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
-                                                  max_to_keep=args.keep_checkpoints)
+                                                  max_to_keep=None)
         if self.checkpoint_path:
             with _one_line_errors():
-                restore(self.checkpoint, self.checkpoint_path, self.ema_generator, generator)
+                restore(tf.train.Checkpoint(**_as_saved(parts, self.checkpoint_path)),
+                        self.checkpoint_path, self.ema_generator, generator)
             for optimizer in optimizers:
                 optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
             print(f"resuming {out_dir} after epoch {int(self.epochs_done)}")
@@ -176,12 +187,26 @@ class Run:
         self.gif = ProgressGif(out_dir / "progress.gif", args.gif_frames)
         if self.chief:
             # Samples of epochs after the checkpoint were never kept: those epochs run again.
-            for path in sample_paths(out_dir, 10**9):
-                if int(SAMPLE_PATTERN.match(path.name).group(1)) > done:
-                    path.unlink()
-            self.gif.rebuild_from(sample_paths(out_dir, done))
+            later = [path for path in sample_paths(out_dir, 10**9)
+                     if int(SAMPLE_PATTERN.match(path.name).group(1)) > done]
+            for path in later:
+                path.unlink()
+            frames = [path for path in sample_paths(out_dir, done) if _readable_image(path)]
+            for path in set(sample_paths(out_dir, done)) - set(frames):
+                print(f"warning: {path} cannot be read; progress.gif leaves it out")
+            self.gif.rebuild_from(frames)
             with disk_errors_exit(out_dir, self.manager):
                 save_args(out_dir, args)
+                if self.resuming:
+                    # The files now describe the checkpoint's epochs, as at its save: a
+                    # stop before this run's first epoch closes leaves a consistent run.
+                    if later or args.resume_from:
+                        self.gif.write()
+                    if len(read_history(out_dir, float("inf"))) > len(self.history):
+                        write_history(out_dir, self.history)
+                    if done and not (out_dir / "generator.keras").exists():
+                        atomic_write(out_dir / "generator.keras",
+                                     portable_copy(self.sampler).save)
         # --eval-every: FID and KID of the samples against the real images (None when off,
         # or when InceptionV3's weights cannot be had: it says so once and training goes on).
         self.meter = (make_meter(self.images, args.eval_count, out_dir / "inception_real.npz",
@@ -355,7 +380,45 @@ class Run:
                 atomic_write(self.out_dir / "generator.keras", portable_copy(self.sampler).save)
             self.manager.save(
                 checkpoint_number=int(self.generator_optimizer.iterations.numpy()))
+            if self.chief:
+                prune_checkpoints(self.checkpoint_dir, self.args.keep_checkpoints)
+                # The manager lists what it saved; it reads the pruned list again.
+                self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
+                                                          max_to_keep=None)
         self.last_save = time.monotonic()
+
+
+def _as_saved(parts, path):
+    """The checkpoint's parts shaped as the run saved them in `path`, to restore from it.
+
+    A run may come back on other hardware or with other flags: a float16 run's optimizers
+    wrap Adam in a loss scale (restored into the plain Adam of a float32 or bfloat16 run,
+    and the other way round, the scale starting afresh), and --augment-adaptive turned on
+    at --resume finds no p saved (it starts at 0, as in a new run).
+    """
+    saved = {name for name, _ in tf.train.list_variables(path)}
+    parts = dict(parts)
+    if not any(name.startswith("augment_probability/") for name in saved):
+        parts.pop("augment_probability", None)
+    for key in ("generator_optimizer", "discriminator_optimizer"):
+        scaled_then = f"{key}/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE" in saved
+        scaled_now = isinstance(parts[key], keras.optimizers.LossScaleOptimizer)
+        if scaled_then and not scaled_now:
+            parts[key] = tf.train.Checkpoint(inner_optimizer=parts[key])
+        elif scaled_now and not scaled_then:
+            parts[key] = parts[key].inner_optimizer
+    return parts
+
+
+def _readable_image(path):
+    """Whether a sample grid on disk decodes (a 0-byte or cut-off PNG does not)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (OSError, SyntaxError, ValueError):  # Pillow's errors at a damaged file.
+        return False
 
 
 @contextlib.contextmanager
@@ -379,14 +442,37 @@ def _one_augment_strength(args, explicit, resuming=False):
                          "tunes it; give one of them")
 
 
+def _refuse_checkpoint_without_args(out_dir, checkpoint_path):
+    """Without args.json a checkpoint cannot say which script made it or with which flags:
+    resumed with today's defaults, or by another script, it would train another model."""
+    if checkpoint_path and not (Path(out_dir) / "args.json").exists():
+        raise ValueError(f"{out_dir} has a checkpoint but no args.json (the run's script and "
+                         f"flags); put back the args.json of the run it came from, or pass "
+                         f"--overwrite to start over")
+
+
 def _refuse_out_dir_inside_data_dir(args):
     """A run inside its own data folder would train on its own sample grids."""
-    if args.data_dir is None:
-        return
-    out_dir, data_dir = Path(args.out_dir).resolve(), Path(args.data_dir).resolve()
-    if out_dir == data_dir or data_dir in out_dir.parents:
+    if args.data_dir is not None and _inside(args.out_dir, args.data_dir):
         raise ValueError(f"--out-dir {args.out_dir} is inside --data-dir {args.data_dir}: the "
                          f"run would train on its own samples; choose an --out-dir outside it")
+
+
+def _refuse_out_dir_inside(out_dir, source):
+    """The same for the folders the data came from without --data-dir (the script's default
+    folder, or the download's): known only once the reader has found them."""
+    folders = source.get("folders", []) + [source.get("folder")] + [
+        str(Path(source["idx"]).parent) if "idx" in source else None]
+    for folder in filter(None, folders):
+        if _inside(out_dir, folder):
+            raise ValueError(f"--out-dir {out_dir} is inside {folder}, where the training "
+                             f"images are read from: the run would train on its own "
+                             f"samples; choose an --out-dir outside it")
+
+
+def _inside(path, folder):
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
 
 
 class StopOnInterrupt:

@@ -32,7 +32,8 @@ HISTORY_COLUMNS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_
 # Columns only some runs or epochs have: --augment-adaptive's p, and FID and KID of the
 # epochs scored with --eval-every; empty in the other rows.
 OPTIONAL_COLUMNS = ("augment_p", "fid", "kid")
-SAMPLE_PATTERN = re.compile(r"^epoch_(\d+)\.png$")
+# What sample_path writes; a hand-made epoch_1.png beside epoch_0001.png is not a sample.
+SAMPLE_PATTERN = re.compile(r"^epoch_(\d{4,})\.png$")
 LOCK_NAME = ".lock"
 ROLLED_BACK = "rolled_back"  # Where --resume-from puts what came after the chosen epoch.
 
@@ -108,10 +109,18 @@ def remove_new_out_dir(out_dir, created):
         handle.close()
     if created is None:
         return
-    created = Path(created)
-    files = [path for path in created.rglob("*") if not path.is_dir()]
-    if all(path.name == LOCK_NAME for path in files):
-        shutil.rmtree(created, ignore_errors=True)
+    # Only this run's own lock goes, then each folder it made while it is empty: another
+    # run's folder or lock below `created` (started beside it) stops the clean-up there.
+    out_dir, created = Path(out_dir).absolute(), Path(created)
+    if handle:
+        (out_dir / LOCK_NAME).unlink(missing_ok=True)
+    for folder in [out_dir, *out_dir.parents]:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == created:
+            return
 
 
 _locks = {}  # Out-dir -> its open lock file, held until the process ends.
@@ -169,23 +178,62 @@ def remove_leftovers(out_dir):
     # that never finished left a _temp folder, or ckpt-N files numbered past the latest
     # checkpoint the state file lists (numbers only grow within a run).
     numbers = [_checkpoint_number(Path(path).name) for path in _checkpoint_paths(checkpoints)]
-    # A state file that lists nothing is unreadable (TensorFlow ignores one it cannot parse):
-    # then which checkpoints are the run's is unknown, and none is deleted. So is a missing
-    # one once history.csv has a row past epoch 1: epoch 2 cannot close before epoch 1's
-    # checkpoint is listed, so the list was lost, not yet to be written.
-    try:
-        past_epoch_one = any(row["epoch"] >= 2 for row in read_history(out_dir, float("inf")))
-    except (OSError, ValueError, KeyError):  # An unreadable history: assume the worst.
-        past_epoch_one = True
-    lost = (checkpoints / "checkpoint").exists() or past_epoch_one
-    newest = max(numbers, default=float("inf") if lost else -1)
+    # A state file that lists nothing is unreadable (TensorFlow ignores one it cannot
+    # parse): then which checkpoints are the run's is unknown, and none is deleted. With no
+    # state file, the first save was cut before it was written, the file was lost, or ckpt-N
+    # files were copied here by hand: whole ones are kept (resume_point continues from
+    # them); only a cut-off one, which nothing can read, is deleted.
+    listed = (checkpoints / "checkpoint").exists()
+    newest = max(numbers, default=float("inf"))
+    whole = set() if listed else {
+        _checkpoint_number(Path(path).name) for path in unlisted_checkpoints(checkpoints)}
     for path in checkpoints.iterdir():
+        number = _checkpoint_number(path.name)
         if path.name.startswith(".") and ".tmp" in path.name or "_temp" in path.name:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         elif path.name.startswith("checkpoint.tmp"):  # The state file, half written.
             path.unlink(missing_ok=True)
-        elif _checkpoint_number(path.name) > newest:
+        elif number > newest if listed else number >= 0 and number not in whole:
             path.unlink(missing_ok=True)
+
+
+def unlisted_checkpoints(checkpoints):
+    """{path: finished epochs} of the whole, readable ckpt-N files in `checkpoints`, oldest
+    first: what is left to resume from when the state file is lost."""
+    import tensorflow as tf
+    found = {}
+    for index in sorted(Path(checkpoints).glob("ckpt-*.index"),
+                        key=lambda path: _checkpoint_number(path.name)):
+        path = str(index)[:-len(".index")]
+        try:
+            reader = tf.train.load_checkpoint(path)
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)  # Reads every byte: a truncated file fails here.
+            found[path] = int(reader.get_tensor("epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
+        except Exception:  # TensorFlow raises several kinds at a damaged file.
+            pass
+    return found
+
+
+def relist_checkpoints(checkpoints):
+    """Write the state file of `checkpoints` again, listing its whole ckpt-N files (after a
+    resume from them found it missing), so CheckpointManager keeps and rotates them."""
+    paths = list(unlisted_checkpoints(checkpoints))
+    if paths:
+        _write_checkpoint_state(checkpoints, paths[-1], paths, {})
+
+
+def _write_checkpoint_state(checkpoints, chosen, paths, stamps):
+    """TensorFlow's state file (a text protobuf): `chosen` the latest of `paths`, each with
+    its timestamp (without one CheckpointManager would stop tracking it)."""
+    lines = [f'model_checkpoint_path: "{Path(chosen).name}"']
+    lines += [f'all_model_checkpoint_paths: "{Path(path).name}"' for path in paths]
+    lines += [f"all_model_checkpoint_timestamps: {stamps.get(path, time.time())}"
+              for path in paths]
+    lines += [f"last_preserved_timestamp: {stamps.get('last', 0.0)}"]  # Older: kept.
+    text = "\n".join(lines) + "\n"
+    atomic_write(Path(checkpoints) / "checkpoint",
+                 lambda temporary: Path(temporary).write_text(text))
 
 
 def _checkpoint_number(name):
@@ -216,6 +264,32 @@ def epochs_of_checkpoints(checkpoints):
     return epochs
 
 
+def prune_checkpoints(checkpoints, keep):
+    """Delete all but the newest checkpoint and those of the last `keep` finished epochs.
+
+    A Ctrl-C save is taken mid-epoch: it holds the finished epochs of the checkpoint before
+    it (or none), so it is not one of an epoch and counts against no --keep-checkpoints;
+    it stays only while it is the newest (what --resume continues from).
+    """
+    epochs = epochs_of_checkpoints(checkpoints)
+    paths, seen, ends = list(epochs), set(), []
+    for path in paths:
+        if epochs[path] > 0 and epochs[path] not in seen:
+            ends.append(path)
+        seen.add(epochs[path])
+    kept = [path for path in paths if path in ends[-keep:] or path == paths[-1]]
+    if kept == paths:
+        return
+    import tensorflow as tf
+    state = tf.train.get_checkpoint_state(str(checkpoints))
+    stamps = dict(zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps))
+    stamps["last"] = state.last_preserved_timestamp
+    _write_checkpoint_state(checkpoints, paths[-1], kept, stamps)  # First: a kill leaves
+    for path in set(paths) - set(kept):                           # only unlisted files.
+        for file in Path(checkpoints).glob(Path(path).name + ".*"):
+            file.unlink(missing_ok=True)
+
+
 def resume_point(out_dir, resume_from=None):
     """The checkpoint --resume (or --resume-from EPOCH) would start from, and the epochs it
     has finished: (None, 0) when there is nothing to resume. Reads only; changes nothing.
@@ -240,10 +314,16 @@ def resume_point(out_dir, resume_from=None):
     if not listed:
         files = [path.name for path in (checkpoints.iterdir() if checkpoints.is_dir() else [])
                  if _checkpoint_number(path.name) >= 0]
+        whole = unlisted_checkpoints(checkpoints) if files else {}
+        if whole and not (checkpoints / "checkpoint").exists():
+            # The list was lost (or the files copied here without it): the newest whole
+            # checkpoint is where the run is; Run.setup writes the list again.
+            newest = list(whole)[-1]
+            return newest, whole[newest]
         if files:
             raise ValueError(f"{checkpoints} holds checkpoint files, but its list of them "
-                             f"(the file 'checkpoint') is missing or unreadable; restore that "
-                             f"file, or pass --overwrite to start over")
+                             f"(the file 'checkpoint') is unreadable; restore that file, or "
+                             f"pass --overwrite to start over")
         progress = finished_work(out_dir)
         if progress:
             raise ValueError(f"{out_dir} has finished epochs ({progress}) but no checkpoint "
@@ -315,18 +395,12 @@ def roll_back(out_dir, epoch):
             shutil.copy2(path, target)  # The kept rows are still needed; resume trims it.
         else:
             os.replace(path, target)
-    # Rewrite TensorFlow's state file (a text protobuf) to end at the chosen checkpoint,
-    # with each kept one's timestamp: without one CheckpointManager would stop tracking it.
+    # The state file ends at the chosen checkpoint.
     state = tf.train.get_checkpoint_state(str(checkpoints))
     stamps = dict(zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps))
-    lines = [f'model_checkpoint_path: "{Path(chosen).name}"']
-    lines += [f'all_model_checkpoint_paths: "{Path(path).name}"'
-              for path in order if path not in later]
-    lines += [f"all_model_checkpoint_timestamps: {stamps.get(path, time.time())}"
-              for path in order if path not in later]
-    lines += [f"last_preserved_timestamp: {state.last_preserved_timestamp}"]
-    text = "\n".join(lines) + "\n"
-    atomic_write(checkpoints / "checkpoint", lambda temporary: Path(temporary).write_text(text))
+    stamps["last"] = state.last_preserved_timestamp
+    _write_checkpoint_state(checkpoints, chosen, [path for path in order if path not in later],
+                            stamps)
     print(f"rolled back to epoch {epoch} ({chosen}); moved {len(moves)} later files to {aside}")
     return chosen
 
@@ -426,6 +500,10 @@ def read_history(out_dir, up_to_epoch):
             rows = [{name: int(row[name]) if name == "epoch" else float(row[name])
                      for name in HISTORY_COLUMNS + OPTIONAL_COLUMNS if row.get(name)}
                     for row in csv.DictReader(file)]
+        for number, row in enumerate(rows, 2):  # A cut-off row would break the plots later.
+            missing = [name for name in HISTORY_COLUMNS if name not in row]
+            if missing:
+                raise ValueError(f"line {number} has no {', '.join(missing)}")
         return [row for row in rows if row["epoch"] <= up_to_epoch]
     except (OSError, ValueError, KeyError, TypeError, csv.Error) as error:
         raise ValueError(f"cannot read {path} ({type(error).__name__}: "
