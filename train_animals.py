@@ -1,5 +1,7 @@
 """Train a DCGAN on AFHQ animal faces (cats, dogs, wild animals) at 64x64, seed 000's setup.
 
+What a seed is: docs/sources.md (the source descriptions the scripts follow).
+
 Usage:
     python train_animals.py --epochs 150                 # downloads AFHQ once, then trains
     python train_animals.py --data-dir afhq/train        # a copy you already have
@@ -42,7 +44,8 @@ KAGGLE = KaggleDataset("AFHQ", "andrewmvd/animal-faces", version=1,
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description="Train seed 000's DCGAN on AFHQ animal faces (64x64x3).")
+        description="Train seed 000's DCGAN on AFHQ animal faces (64x64x3). "
+                    "Seeds: docs/sources.md.")
     Run.add_arguments(parser, "animals", epochs=150, batch_size=128, lr=2e-4,
                      latent_dim=100, augment="none", flip=False, download=True)
     parser.add_argument("--cache-dir", default=None,
@@ -118,7 +121,8 @@ def sample_noise(count, latent_dim, seed):
 # --- Training -----------------------------------------------------------------------------
 
 
-@tf.function
+# Compiled in one place, run.setup (tf.function, with XLA under --jit), into a call that
+# also updates the generator's moving average and --augment-adaptive's p after the step.
 def train_step(real, noise, generator, discriminator, generator_optimizer,
                discriminator_optimizer, augment):
     """One step on this device's share of the batch; `augment` is --augment's transform of

@@ -1,5 +1,7 @@
 """Train a DCGAN on one artist's paintings (or several) at 64x64, seed 002's setup.
 
+What a seed is: docs/sources.md (the source descriptions the scripts follow).
+
 Usage:
     python train_artworks.py --artist Rembrandt       # downloads the set once, then trains
     python train_artworks.py --artist Rembrandt --artist Pablo_Picasso --out-dir runs/two
@@ -44,7 +46,8 @@ KAGGLE = KaggleDataset("Best Artworks of All Time", "ikarus777/best-artworks-of-
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description="Train seed 002's DCGAN on one artist's paintings (64x64x3).")
+        description="Train seed 002's DCGAN on one artist's paintings (64x64x3). "
+                    "Seeds: docs/sources.md.")
     # The seed's learning rate is 3e-3; 2e-4 is DCGAN's. It and adaptive colour and
     # translation are measured choices on 262 paintings (BENCHMARKS.md).
     Run.add_arguments(parser, "artworks", epochs=400, batch_size=64, lr=2e-4, latent_dim=128,
@@ -164,7 +167,8 @@ def sample_noise(count, latent_dim, seed):
 # --- Training -----------------------------------------------------------------------------
 
 
-@tf.function
+# Compiled in one place, run.setup (tf.function, with XLA under --jit), into a call that
+# also updates the generator's moving average and --augment-adaptive's p after the step.
 def train_step(real, noise, generator, discriminator, generator_optimizer,
                discriminator_optimizer, augment):
     """One step on this device's share of the batch; `augment` is --augment's transform of

@@ -1,5 +1,7 @@
 """Train a DCGAN on CelebA faces at 64x64, seed 003's setup (with seed 001's Adam settings).
 
+What a seed is: docs/sources.md (the source descriptions the scripts follow).
+
 Usage:
     python train_faces.py --epochs 20                  # downloads CelebA once, then trains
     python train_faces.py --data-dir img_align_celeba  # a copy you already have
@@ -45,7 +47,7 @@ KAGGLE = KaggleDataset("CelebA", "jessicali9530/celeba-dataset", version=2,
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description="Train seed 003's DCGAN on CelebA faces (64x64x3).")
+        description="Train seed 003's DCGAN on CelebA faces (64x64x3). Seeds: docs/sources.md.")
     Run.add_arguments(parser, "faces", epochs=20, batch_size=128, lr=2e-4, latent_dim=100,
                      augment="none", flip=False, download=True)
     parser.add_argument("--noise", choices=("uniform", "normal"), default="uniform",
@@ -126,7 +128,8 @@ def sample_noise(count, latent_dim, seed, distribution="uniform"):
 # --- Training -----------------------------------------------------------------------------
 
 
-@tf.function
+# Compiled in one place, run.setup (tf.function, with XLA under --jit), into a call that
+# also updates the generator's moving average and --augment-adaptive's p after the step.
 def train_step(real, noise, generator, discriminator, generator_optimizer,
                discriminator_optimizer, augment):
     """One step on this device's share of the batch; `augment` is --augment's transform of

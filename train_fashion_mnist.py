@@ -1,5 +1,7 @@
 """Train a DCGAN on Fashion-MNIST (28x28 grayscale clothing), seed 004's exact models.
 
+What a seed is: docs/sources.md (the source descriptions the scripts follow).
+
 Usage:
     python train_fashion_mnist.py --epochs 50
     python train_fashion_mnist.py --epochs 80 --resume       # continue the same run
@@ -38,7 +40,7 @@ KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description="Train seed 004's DCGAN on Fashion-MNIST (28x28x1).")
+        description="Train seed 004's DCGAN on Fashion-MNIST (28x28x1). Seeds: docs/sources.md.")
     Run.add_arguments(parser, "fashion_mnist", epochs=50, batch_size=128, lr=2e-4,
                      latent_dim=128, augment="none")
     return parser
@@ -140,7 +142,8 @@ def sample_noise(count, latent_dim, seed):
 # --- Training -----------------------------------------------------------------------------
 
 
-@tf.function
+# Compiled in one place, run.setup (tf.function, with XLA under --jit), into a call that
+# also updates the generator's moving average and --augment-adaptive's p after the step.
 def train_step(real, noise, generator, discriminator, generator_optimizer,
                discriminator_optimizer, augment):
     """One step on this device's share of the batch; `augment` is --augment's transform of

@@ -131,7 +131,7 @@ def main():
             if index in marks:
                 row = {"epoch": round(epoch - 1 + index / steps, 3),
                        "step": int(generator_optimizer.iterations.numpy()),
-                       "d_loss": float(metrics[0]), "g_loss": float(metrics[1]),
+                       "d_loss": float(metrics["d_loss"]), "g_loss": float(metrics["g_loss"]),
                        "seconds": round(time.time() - start),
                        "trained": score(generator)}
                 for decay, average in averages.items():

@@ -138,6 +138,7 @@ def images_per_second(run, steps, batch_size):
     result = None
     for _ in range(steps):
         result = run()
+    result = result["d_loss"] if isinstance(result, dict) else result  # Ours name them.
     float(result if result.shape.rank == 0 else result[0])  # Wait for the device.
     return steps * batch_size / (time.perf_counter() - start)
 
@@ -267,6 +268,7 @@ def run_epoch(step, batches):
     for batch in batches:
         result = step(batch)
         images += int((batch[0] if isinstance(batch, tuple) else batch).shape[0])
+    result = result["d_loss"] if isinstance(result, dict) else result  # Ours name them.
     float(result if result.shape.rank == 0 else result[0])
     return images / (time.perf_counter() - start)
 

@@ -359,6 +359,10 @@ def _import_kagglehub():
 
 
 def _cache_and_handle(dataset):
+    """kagglehub's cache (where a pinned copy would be, found without the network) and the
+    dataset's parsed handle. Cache is not kagglehub's public API; it is made only here and
+    used for get_path, get_archive_path and load_from_cache. test_download checks that those,
+    and the requests method _requests_timeout wraps, are still there."""
     from kagglehub.cache import Cache
     from kagglehub.handle import parse_dataset_handle
 

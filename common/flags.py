@@ -1,5 +1,5 @@
-"""The command line every script shares (SPEC.md's contract), and how a resumed run's saved
-flags meet the ones typed now."""
+"""The command line every script shares (docs/reference.md lists it), and how a resumed run's
+saved flags meet the ones typed now."""
 
 import argparse
 import os
@@ -140,7 +140,7 @@ def _number(text, kind, what):
 
 def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim,
                          augment="none", adaptive=False, flip=None, download=False):
-    """The flags every script has (SPEC.md's command-line contract), with its defaults.
+    """The flags every script has, with the script's defaults (docs/reference.md).
     `flip` adds --flip/--no-flip with that default; `download` adds --download."""
     parser.add_argument("--epochs", type=positive_int, default=epochs,
                         help="epochs to train in all, counting resumed ones (default: %(default)s)")
@@ -149,6 +149,19 @@ def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim,
     parser.add_argument("--lr", type=positive_float, default=lr,
                         help="Adam learning rate of both models; with --resume it replaces "
                              "the saved one (default: %(default)s)")
+    parser.add_argument("--lr-d", type=positive_float, default=None, metavar="LR",
+                        help="the discriminator's learning rate instead of --lr (two "
+                             "time-scales, TTUR: Heusel et al. 2017) (default: --lr)")
+    parser.add_argument("--lr-g", type=positive_float, default=None, metavar="LR",
+                        help="the generator's learning rate instead of --lr (default: --lr)")
+    parser.add_argument("--beta-1", type=fraction, default=0.5, metavar="B",
+                        help="Adam's beta_1 for both models; DCGAN's 0.5 damps the momentum "
+                             "that makes GANs oscillate (default: %(default)s)")
+    parser.add_argument("--beta-2", type=fraction, default=0.999, metavar="B",
+                        help="Adam's beta_2 for both models (default: %(default)s)")
+    parser.add_argument("--init", choices=("keras", "dcgan"), default="keras",
+                        help="a new run's weights: Keras' defaults (Glorot uniform) or "
+                             "DCGAN's N(0, 0.02) (default: %(default)s)")
     parser.add_argument("--latent-dim", type=whole_number(1, MAX_LATENT_DIM),
                         default=latent_dim,
                         help="length of the generator's noise vector (default: %(default)s)")

@@ -38,23 +38,25 @@ def mean_probability(logits, global_batch_size=None):
     return tf.reduce_sum(tf.sigmoid(tf.cast(logits, tf.float32))) / batch_size
 
 
+METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake", "real_sign", "images")
+
+
 def step_metrics(d_loss, g_loss, real_logits, fake_logits):
-    """What a train step reports, as one float32 vector: d_loss, g_loss, D(x), D(G(z)),
-    the mean sign of D's real logits (how sure D is on real images, which adaptive
-    augmentation steers by), and this device's image count. Every entry but the count is
-    this device's share of a whole-batch mean, so the devices' vectors add up."""
+    """What a train step reports, by name: d_loss, g_loss, d_real and d_fake (D(x) and
+    D(G(z))), real_sign (the mean sign of D's real logits: how sure D is on real images,
+    which adaptive augmentation steers by) and images (this device's image count). Every
+    value but the count is this device's share of a whole-batch mean, so the devices'
+    metrics add up."""
     batch_size = _global_count(real_logits)
     real_sign = tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32))) / batch_size
-    return tf.stack([d_loss, g_loss, mean_probability(real_logits, batch_size),
-                     mean_probability(fake_logits, batch_size), real_sign,
-                     tf.cast(tf.shape(real_logits)[0], tf.float32)])
-
-
-def global_batch_size(batch):
-    """Images in the whole step: this device's `batch` plus every other device's share."""
-    return _global_count(batch)
+    values = (tf.cast(d_loss, tf.float32), tf.cast(g_loss, tf.float32),
+              mean_probability(real_logits, batch_size),
+              mean_probability(fake_logits, batch_size), real_sign,
+              tf.cast(tf.shape(real_logits)[0], tf.float32))
+    return dict(zip(METRIC_NAMES, values))
 
 
 def _global_count(batch):
+    """Images in the whole step: this device's `batch` plus every other device's share."""
     local = tf.cast(tf.shape(batch)[0], tf.float32)
     return tf.distribute.get_replica_context().all_reduce("SUM", local)

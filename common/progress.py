@@ -5,6 +5,7 @@ import sys
 import time
 
 import numpy as np
+import tensorflow as tf
 
 METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
 
@@ -12,9 +13,9 @@ METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
 class EpochLog:
     """Collects an epoch's per-step metrics and shows a progress bar.
 
-    `add` keeps each step's [d_loss, g_loss, D(x), D(G(z)), images] tensor as it is:
-    metrics are read back from the device only when the bar redraws (twice a second at
-    most), so the training loop never waits for the accelerator just to print.
+    `add` keeps each step's metrics (common.losses.step_metrics: a dict of tensors by name)
+    as they are: they are read back from the device only when the bar redraws (twice a
+    second at most), so the training loop never waits for the accelerator just to print.
     """
 
     def __init__(self, epoch, epochs, steps, first_step, stream=None):
@@ -42,18 +43,19 @@ class EpochLog:
         """Read the pending steps back; raise FloatingPointError at a non-finite loss."""
         if not self.pending:
             return
-        values = np.stack([np.asarray(metrics) for metrics in self.pending])
-        bad = ~np.isfinite(values[:, :2]).all(axis=1)
+        # One stack and one read-back per name for all pending steps, not one per step.
+        values = {name: np.asarray(tf.stack([metrics[name] for metrics in self.pending]))
+                  for name in (*METRICS, "images")}
+        bad = ~(np.isfinite(values["d_loss"]) & np.isfinite(values["g_loss"]))
         if bad.any():
             index = int(np.argmax(bad))
-            d_loss, g_loss = values[index, :2]
             raise FloatingPointError(
                 f"non-finite loss at epoch {self.epoch}, step {self.done + index + 1} of the "
                 f"epoch (global step {self.first_step + self.done + index}): "
-                f"d_loss={d_loss}, g_loss={g_loss}")
-        self.totals += values[:, :len(METRICS)].sum(axis=0)
-        self.images += int(values[:, -1].sum())  # The last entry counts the images.
-        self.done += len(values)
+                f"d_loss={values['d_loss'][index]}, g_loss={values['g_loss'][index]}")
+        self.totals += [values[name].sum() for name in METRICS]
+        self.images += int(values["images"].sum())
+        self.done += len(self.pending)
         self.pending = []
 
     def summary(self, **extra):

@@ -40,7 +40,9 @@ from common.devices import (choose_jit, choose_policy, choose_strategy, describe
 from common.ema import copy_weights, restore, update_average
 from common.flags import FIXED, add_common_arguments, merge_resumed_args, parse_args
 from common.noise import with_noise
-from common.optimizers import make_adam
+from common.initialization import dcgan_init
+from common.losses import METRIC_NAMES
+from common.optimizers import learning_rates, make_adam
 from common.plotting import ProgressGif, plot_d_probs, plot_losses, plot_quality, save_image_grid
 from common.progress import EpochLog, steps_per_epoch, write_tensorboard
 from common.quality import make_meter
@@ -54,8 +56,6 @@ SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed nois
 # The GIF and the plots are for watching a run: redrawn at each checkpoint and otherwise at
 # most this often, so a short epoch does not spend its time re-encoding pictures.
 VIEW_SECONDS = 60
-# What each step's metrics vector holds (see common.losses.step_metrics).
-D_REAL_SIGN = 4
 
 
 class Run:
@@ -143,8 +143,13 @@ class Run:
         with self.strategy.scope():
             # --ema: a moving average of G's weights that never trains (common/ema.py). It
             # draws the samples and is the generator.keras a run leaves.
+            if args.init == "dcgan" and not self.checkpoint_path:  # A resume restores them.
+                dcgan_init(generator, [args.seed, 1])
+                dcgan_init(discriminator, [args.seed, 2])
             self.ema_generator = keras.models.clone_model(generator) if args.ema else None
-            optimizers = (make_adam(args.lr, self.policy), make_adam(args.lr, self.policy))
+            rates = learning_rates(args)
+            optimizers = [make_adam(rate, self.policy, args.beta_1, args.beta_2)
+                          for rate in rates]
             # Build the optimizers' slots now, inside the scope: a checkpoint can restore into
             # them, and tf.distribute needs them made before the first step.
             for optimizer, model in zip(optimizers, (generator, discriminator)):
@@ -174,8 +179,8 @@ class Run:
             with _one_line_errors():
                 restore(tf.train.Checkpoint(**_as_saved(parts, self.checkpoint_path)),
                         self.checkpoint_path, self.ema_generator, generator)
-            for optimizer in optimizers:
-                optimizer.learning_rate.assign(args.lr)  # A resumed run may lower --lr.
+            for optimizer, rate in zip(optimizers, rates):
+                optimizer.learning_rate.assign(rate)  # A resumed run may lower --lr.
             print(f"resuming {out_dir} after epoch {int(self.epochs_done)}")
         self._prepare_outputs()
         return self._compile(train_step, generator, discriminator, *optimizers)
@@ -225,8 +230,15 @@ class Run:
         (compiled by XLA when jit is on), the metrics, each device's share of the batch
         means, are summed, and the moving average and augmentation strength follow."""
         args, strategy, adaptive = self.args, self.strategy, self.adaptive
-        replica_step = tf.function(getattr(train_step, "python_function", train_step),
-                                   jit_compile=self.jit, reduce_retracing=True)
+        python_step = getattr(train_step, "python_function", train_step)
+
+        @tf.function(jit_compile=self.jit, reduce_retracing=True)
+        def replica_step(*arguments):
+            # The step's named metrics as one vector: one sum over the devices for all of
+            # them (MultiWorkerMirroredStrategy's reduce also refuses a dict in a graph).
+            metrics = python_step(*arguments)
+            return tf.stack([metrics[name] for name in METRIC_NAMES])
+
         policy = self.augment_policy
         probability = adaptive.probability if adaptive else args.augment_probability
         calls = itertools.count()  # Each place D looks gets its own draws (fixed in tracing).
@@ -239,16 +251,16 @@ class Run:
 
         @tf.function(reduce_retracing=True)
         def distributed_step(real, noise):
-            metrics = strategy.run(replica_step, args=(
+            summed = strategy.reduce("SUM", strategy.run(replica_step, args=(
                 real, noise, generator, discriminator, generator_optimizer,
-                discriminator_optimizer, augment_images))
-            metrics = strategy.reduce("SUM", metrics, axis=None)
+                discriminator_optimizer, augment_images)), axis=None)
+            metrics = dict(zip(METRIC_NAMES, tf.unstack(summed)))
             if args.ema:  # Fixed when traced: without an average the step has no extra work.
                 update_average(self.ema_generator, generator, args.ema,
                                generator_optimizer.iterations)
             if adaptive:
-                images = metrics[-1]
-                adaptive.update(metrics[D_REAL_SIGN] * images, images)
+                images = metrics["images"]
+                adaptive.update(metrics["real_sign"] * images, images)
             return metrics
 
         return distributed_step
@@ -380,11 +392,11 @@ class Run:
                 atomic_write(self.out_dir / "generator.keras", portable_copy(self.sampler).save)
             self.manager.save(
                 checkpoint_number=int(self.generator_optimizer.iterations.numpy()))
-            if self.chief:
-                prune_checkpoints(self.checkpoint_dir, self.args.keep_checkpoints)
-                # The manager lists what it saved; it reads the pruned list again.
-                self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
-                                                          max_to_keep=None)
+            # Every worker prunes its own folder (the others' are scratch, but fill a disk).
+            prune_checkpoints(self.checkpoint_dir, self.args.keep_checkpoints)
+            # The manager lists what it saved; it reads the pruned list again.
+            self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
+                                                      max_to_keep=None)
         self.last_save = time.monotonic()
 
 

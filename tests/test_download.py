@@ -405,3 +405,23 @@ def test_a_script_downloads_its_pinned_dataset_trains_and_then_trains_offline(
     assert refused.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "--data-dir" in refused.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "third").exists()
+
+
+def test_the_kagglehub_and_requests_parts_the_download_leans_on_are_still_there(
+        tmp_path, monkeypatch):
+    """common/download.py uses kagglehub's Cache (not its public API) to find a pinned copy
+    without the network, and wraps requests' HTTPAdapter.send to give kagglehub's calls a
+    timeout: after an upgrade that moves either, this fails before a user's download does."""
+    import inspect
+
+    from kagglehub.cache import Cache
+    from kagglehub.handle import parse_dataset_handle
+    from requests.adapters import HTTPAdapter
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    cache, handle = Cache(), parse_dataset_handle("owner/name/versions/3")
+    folder = tmp_path / "datasets" / "owner" / "name"
+    assert Path(cache.get_path(handle)) == folder / "versions" / "3"
+    assert Path(cache.get_archive_path(handle)) == folder / "3.archive"
+    assert cache.load_from_cache(handle) is None  # Nothing cached: None, not an error.
+    assert "timeout" in inspect.signature(HTTPAdapter.send).parameters

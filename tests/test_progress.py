@@ -9,12 +9,16 @@ from common import run
 from common.progress import EpochLog, format_row
 
 
+def step(*values):
+    """A step's metrics as common.losses.step_metrics gives them: tensors by name."""
+    names = ("d_loss", "g_loss", "d_real", "d_fake", "real_sign", "images")
+    return {name: tf.constant(value) for name, value in zip(names, values)}
+
+
 def test_epoch_log_means_and_row(capsys):
     log = EpochLog(epoch=2, epochs=10, steps=2, first_step=5)
-    # A step's metrics as common.losses.step_metrics gives them: d_loss, g_loss, D(x),
-    # D(G(z)), the mean sign of the real logits, the image count.
-    log.add(tf.constant([1.0, 2.0, 0.8, 0.2, 0.5, 128.0]))
-    log.add(tf.constant([3.0, 4.0, 0.6, 0.4, -0.5, 72.0]))
+    log.add(step(1.0, 2.0, 0.8, 0.2, 0.5, 128.0))
+    log.add(step(3.0, 4.0, 0.6, 0.4, -0.5, 72.0))
     row = log.summary()
     assert row["epoch"] == 2 and row["d_loss"] == 2.0 and row["g_loss"] == 3.0
     assert log.images == 200  # The step's image count rides along with its metrics.
@@ -27,9 +31,9 @@ def test_epoch_log_means_and_row(capsys):
 
 def test_epoch_log_names_the_first_non_finite_step():
     log = EpochLog(epoch=3, epochs=5, steps=10, first_step=21)
-    log.add(tf.constant([1.0, 1.0, 0.5, 0.5, 0.0, 8.0]))
-    log.add(tf.constant([1.0, float("nan"), 0.5, 0.5, 0.0, 8.0]))
-    log.add(tf.constant([float("inf"), 1.0, 0.5, 0.5, 0.0, 8.0]))
+    log.add(step(1.0, 1.0, 0.5, 0.5, 0.0, 8.0))
+    log.add(step(1.0, float("nan"), 0.5, 0.5, 0.0, 8.0))
+    log.add(step(float("inf"), 1.0, 0.5, 0.5, 0.0, 8.0))
     with pytest.raises(FloatingPointError, match=r"epoch 3, step 2 of the epoch \(global step 22\)"):
         log.flush()
 

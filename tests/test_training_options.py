@@ -1,0 +1,92 @@
+"""The training options from the literature (--lr-d, --lr-g, --beta-1, --beta-2, --init):
+each reaches the train step, the defaults train exactly as before, and --resume keeps them."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import initialization
+from conftest import QUICK_FASHION_BATCH, SCRIPTS, run_main, script_module
+
+SCRIPT = "train_fashion_mnist.py"
+# Two epochs of two steps: Adam's first step is lr * sign(gradient) whatever its betas, so
+# the betas show only in the losses of the steps after it.
+EPOCHS = 2
+
+
+def losses(out):
+    with open(out / "history.csv", newline="") as file:
+        return np.array([[float(row["d_loss"]), float(row["g_loss"])]
+                         for row in csv.DictReader(file)])
+
+
+def train(data, out, *flags, epochs=EPOCHS):
+    return run_main(SCRIPT, "--data-dir", data, "--batch-size", QUICK_FASHION_BATCH,
+                    "--out-dir", out, "--epochs", epochs, "--precision", "float32",
+                    "--ema", "0", *flags)
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory, quick_data):
+    out = tmp_path_factory.mktemp("options") / "plain"
+    train(quick_data, out)
+    return out
+
+
+def test_the_defaults_train_as_before_the_options(tmp_path, quick_data, plain_run):
+    """Each option typed at its default value trains exactly as the plain run."""
+    out = tmp_path / "defaults"
+    train(quick_data, out, "--lr-d", "2e-4", "--lr-g", "2e-4", "--beta-1", "0.5",
+          "--beta-2", "0.999", "--init", "keras")
+    np.testing.assert_allclose(losses(out), losses(plain_run), rtol=1e-5)
+
+
+@pytest.mark.parametrize("flags", [["--lr-d", "2e-3"], ["--lr-g", "2e-3"], ["--beta-1", "0.9"],
+                                   ["--beta-2", "0.9"], ["--init", "dcgan"]],
+                         ids=lambda flags: " ".join(flags))
+def test_each_option_reaches_the_train_step(tmp_path, quick_data, plain_run, flags):
+    out = tmp_path / "run"
+    train(quick_data, out, *flags)
+    assert np.abs(losses(out) - losses(plain_run)).max() > 1e-4, (losses(out), flags)
+
+
+def test_the_options_survive_resume(tmp_path, quick_data, monkeypatch):
+    from common import run as run_module
+    made = []
+    original = run_module.make_adam
+    monkeypatch.setattr(run_module, "make_adam", lambda *arguments: made.append(arguments) or
+                        original(*arguments))
+    out = tmp_path / "run"
+    train(quick_data, out, "--lr-d", "1e-3", "--beta-1", "0.9", "--beta-2", "0.99",
+          epochs=1)
+    train(quick_data, out, "--resume", "--lr", "1e-4")  # --lr moves only the other side.
+    # (G's rate, policy, beta_1, beta_2), then D's: in the new run and the resumed one.
+    assert made == [(2e-4, "float32", 0.9, 0.99), (1e-3, "float32", 0.9, 0.99),
+                    (1e-4, "float32", 0.9, 0.99), (1e-3, "float32", 0.9, 0.99)]
+    latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    rate = {side: float(tf.train.load_variable(
+        latest, f"{side}_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"))
+        for side in ("generator", "discriminator")}
+    assert rate == pytest.approx({"generator": 1e-4, "discriminator": 1e-3})
+    saved = json.loads((out / "args.json").read_text())
+    assert (saved["lr_d"], saved["lr_g"], saved["beta_1"]) == (1e-3, None, 0.9)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_dcgan_init_draws_every_kernel_from_n_0_0_02(script):
+    module = script_module(script)
+    for model in (module.make_generator(), module.make_discriminator()):
+        initialization.dcgan_init(model, [0, 1])
+        kernels = [layer.kernel.numpy() for layer in model.layers
+                   if getattr(layer, "kernel", None) is not None]
+        assert len(kernels) >= 3
+        for kernel in kernels:
+            assert abs(kernel.mean()) < 0.003 and kernel.std() == pytest.approx(0.02, rel=0.1)
+        for layer in model.layers:
+            if getattr(layer, "gamma", None) is not None:
+                assert layer.gamma.numpy().std() == pytest.approx(0.02, rel=0.5)
+                assert abs(layer.gamma.numpy().mean() - 1) < 0.02
+                assert not layer.beta.numpy().any()
