@@ -178,7 +178,7 @@ def measure_steps(name, options):
 
     for _ in range(options.warmup):
         float(run_reference())
-        float(run_ours()[0])
+        float(run_ours()["d_loss"])
     reference_rates, our_rates = [], []
     for _ in range(options.rounds):  # Taking turns spreads slow spells over both.
         reference_rates.append(images_per_second(run_reference, options.steps,
