@@ -188,7 +188,9 @@ class Run:
     def _prepare_outputs(self):
         args, out_dir, done = self.args, self.out_dir, int(self.epochs_done)
         with _one_line_errors():
-            self.history = read_history(out_dir, done)
+            saved_history = read_history(out_dir, float("inf"))
+        # Rows past the checkpoint belong to epochs that run again.
+        self.history = [row for row in saved_history if row["epoch"] <= done]
         self.gif = ProgressGif(out_dir / "progress.gif", args.gif_frames)
         if self.chief:
             # Samples of epochs after the checkpoint were never kept: those epochs run again.
@@ -196,8 +198,9 @@ class Run:
                      if int(SAMPLE_PATTERN.match(path.name).group(1)) > done]
             for path in later:
                 path.unlink()
-            frames = [path for path in sample_paths(out_dir, done) if _readable_image(path)]
-            for path in set(sample_paths(out_dir, done)) - set(frames):
+            kept = sample_paths(out_dir, done)
+            frames = [path for path in kept if _readable_image(path)]
+            for path in sorted(set(kept) - set(frames)):
                 print(f"warning: {path} cannot be read; progress.gif leaves it out")
             self.gif.rebuild_from(frames)
             with disk_errors_exit(out_dir, self.manager):
@@ -207,7 +210,7 @@ class Run:
                     # stop before this run's first epoch closes leaves a consistent run.
                     if later or args.resume_from:
                         self.gif.write()
-                    if len(read_history(out_dir, float("inf"))) > len(self.history):
+                    if len(saved_history) > len(self.history):
                         write_history(out_dir, self.history)
                     if done and not (out_dir / "generator.keras").exists():
                         atomic_write(out_dir / "generator.keras",

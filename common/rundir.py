@@ -200,19 +200,25 @@ def remove_leftovers(out_dir):
 def unlisted_checkpoints(checkpoints):
     """{path: finished epochs} of the whole, readable ckpt-N files in `checkpoints`, oldest
     first: what is left to resume from when the state file is lost."""
-    import tensorflow as tf
     found = {}
     for index in sorted(Path(checkpoints).glob("ckpt-*.index"),
                         key=lambda path: _checkpoint_number(path.name)):
         path = str(index)[:-len(".index")]
         try:
-            reader = tf.train.load_checkpoint(path)
-            for name in reader.get_variable_to_shape_map():
-                reader.get_tensor(name)  # Reads every byte: a truncated file fails here.
-            found[path] = int(reader.get_tensor("epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
+            found[path] = _read_whole(path)
         except Exception:  # TensorFlow raises several kinds at a damaged file.
             pass
     return found
+
+
+def _read_whole(path):
+    """The finished epochs the checkpoint at `path` holds, after reading every byte of it
+    (a truncated or damaged file raises here, not in the middle of a restore)."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
+    return int(reader.get_tensor("epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def relist_checkpoints(checkpoints):
@@ -298,7 +304,6 @@ def resume_point(out_dir, resume_from=None):
     checkpoint list is lost, its newest checkpoint is missing or damaged, or the run has
     outputs of finished epochs but no checkpoint at all (deleted or emptied checkpoints/).
     """
-    import tensorflow as tf
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     listed = _checkpoint_paths(checkpoints) if checkpoints.is_dir() else []
@@ -333,10 +338,7 @@ def resume_point(out_dir, resume_from=None):
         return None, 0
     newest = listed[-1]
     try:
-        reader = tf.train.load_checkpoint(newest)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)  # Reads every byte: a truncated file fails here.
-        done = int(reader.get_tensor("epochs_done/.ATTRIBUTES/VARIABLE_VALUE"))
+        done = _read_whole(newest)
     except Exception as error:  # TensorFlow raises several kinds at a damaged file.
         reason = "its files are missing" if not Path(newest + ".index").exists() else \
             "it is damaged: " + " ".join(str(error).split())[:120]
