@@ -187,6 +187,17 @@ def tiny_data(tmp_path_factory, sample_images):
     return folder
 
 
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory, request):
+    """A temporary folder for one test file's shared runs, removed once that file's tests
+    are done: a 64px checkpoint is ~90 MB, and a suite that kept every run would need
+    several GB of /tmp (pytest.ini keeps only failed tests' own folders)."""
+    import shutil
+    folder = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def made_once(tmp_path_factory, name, make):
     """The folder `name`, filled by `make(folder)` once in the whole test session, also when
     pytest-xdist splits the session over workers (pytest.ini): the first worker to ask makes

@@ -201,8 +201,8 @@ def launch(devices_count, args, check=True):
 
 
 @pytest.fixture(scope="module")
-def one_device_run(tmp_path_factory, messy_folder):
-    out = tmp_path_factory.mktemp("one") / "run"
+def one_device_run(module_folder, messy_folder):
+    out = module_folder / "one_device"
     launch(1, animals_run(messy_folder, out))
     return out
 

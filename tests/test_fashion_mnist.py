@@ -48,8 +48,8 @@ def test_models_match_seed_004_to_the_parameter():
 
 
 @pytest.fixture(scope="module")
-def two_epochs(tmp_path_factory, tiny_data):
-    out = tmp_path_factory.mktemp("run") / "two"
+def two_epochs(module_folder, tiny_data):
+    out = module_folder / "two"
     result = train(tiny_data, out, "--epochs", "2")
     return out, result
 

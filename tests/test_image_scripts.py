@@ -112,14 +112,14 @@ def test_an_artworks_run_saved_before_augment_resumes_without_augmentation():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, messy_folder):
+def runs(module_folder, messy_folder):
     """Each script's two-epoch run on the messy folder (made once, shared by tests)."""
     root, _, _ = messy_folder
     made = {}
 
     def get(script):
         if script not in made:
-            out = tmp_path_factory.mktemp("run") / script[:-3]
+            out = module_folder / script[:-3]
             made[script] = (out, train(script, root, out, "--epochs", "2"))
         return made[script]
     return get

@@ -30,9 +30,9 @@ def data(tiny_data):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, data):
+def finished_run(module_folder, data):
     """A two-epoch run with a checkpoint per epoch."""
-    out = tmp_path_factory.mktemp("refusal_runs") / "run"
+    out = module_folder / "run"
     run_main(SCRIPT, "--data-dir", data, "--out-dir", out, "--epochs", "2",
              "--batch-size", "64", "--checkpoint-every", "1")
     return out

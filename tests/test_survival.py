@@ -303,14 +303,14 @@ def copy_run(source, folder):
 
 
 @pytest.fixture(scope="module")
-def rolled_back(tmp_path_factory, straight_run, quick_train):
+def rolled_back(module_folder, straight_run, quick_train):
     """script -> (out, result, files before): a copy of its straight run, rolled back with
     --resume-from 1 and trained on to epoch 2. Tests copy it before changing anything."""
     made = {}
 
     def get(script):
         if script not in made:
-            out = copy_run(straight_run(script), tmp_path_factory.mktemp("rolled") / "run")
+            out = copy_run(straight_run(script), module_folder / f"rolled_{script[:-3]}")
             before = snapshot(out)
             result = quick_train(script, out, "--resume-from", 1, "--epochs", 2)
             made[script] = out, result, before
@@ -471,14 +471,14 @@ def let_ctrl_c_through():
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory, quick_flags):
+def interrupted(module_folder, quick_flags):
     """script -> (out, exit status, output): a run of 30 epochs stopped by Ctrl-C once its
     first epoch has closed, checkpoint and all (so during a later epoch's steps)."""
     made = {}
 
     def get(script):
         if script not in made:
-            out = tmp_path_factory.mktemp("interrupted") / "run"
+            out = module_folder / f"interrupted_{script[:-3]}"
             process = subprocess.Popen(
                 [sys.executable, str(ROOT / script), *map(str, quick_flags(script)),
                  "--out-dir", str(out), "--epochs", "30"], stdout=subprocess.PIPE,

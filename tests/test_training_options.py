@@ -30,8 +30,8 @@ def train(data, out, *flags, epochs=EPOCHS):
 
 
 @pytest.fixture(scope="module")
-def plain_run(tmp_path_factory, quick_data):
-    out = tmp_path_factory.mktemp("options") / "plain"
+def plain_run(module_folder, quick_data):
+    out = module_folder / "plain"
     train(quick_data, out)
     return out
 
