@@ -8,18 +8,33 @@ moves a (1 - decay) share of the way towards the trained generator's. BatchNorm'
 statistics are averaged with the weights, so the copy's statistics match its weights.
 """
 
+import math
+
 import tensorflow as tf
 
 
-def update_average(average, model, decay, step):
-    """Move each weight of `average` towards `model`'s: w_avg = d * w_avg + (1 - d) * w.
+def average_decay(decay, step, rampup=0.0):
+    """The decay of step number `step` (1 for the first): `decay`, lowered early in a run
+    so that the average forgets the random initial weights.
 
-    `step` is the number of steps taken so far. Early on the decay is lowered to
-    (1 + step) / (10 + step), as tf.train.ExponentialMovingAverage does, so the average
-    forgets the random initial weights within a few hundred steps instead of thousands.
+    With `rampup` 0 it is lowered to (1 + step) / (10 + step), as
+    tf.train.ExponentialMovingAverage does: a half-life of about 0.077 x the steps taken.
+    With `rampup` R (--ema-rampup; StyleGAN2 uses 0.05) the half-life is at most R x the
+    steps taken, as StyleGAN2 ramps it with the images seen: a smaller R follows G closer
+    for longer. Either way `decay`'s own half-life is the limit.
     """
     step = tf.cast(step, tf.float32)
-    decay = tf.minimum(tf.cast(decay, tf.float32), (1.0 + step) / (10.0 + step))
+    decay = tf.cast(decay, tf.float32)
+    if not rampup:
+        return tf.minimum(decay, (1.0 + step) / (10.0 + step))
+    half_life = tf.minimum(math.log(0.5) / tf.math.log(decay), rampup * step)
+    return tf.pow(0.5, 1.0 / tf.maximum(half_life, 1e-6))  # 0 at a half-life of 0: a copy.
+
+
+def update_average(average, model, decay, step, rampup=0.0):
+    """Move each weight of `average` towards `model`'s: w_avg = d * w_avg + (1 - d) * w,
+    with d = average_decay(decay, step, rampup); `step` counts the steps taken so far."""
+    decay = average_decay(decay, step, rampup)
     for average_weight, weight in zip(average.weights, model.weights):
         average_weight.assign_sub((1.0 - decay) * (average_weight.value - weight.value))
 

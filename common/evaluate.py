@@ -1,4 +1,4 @@
-"""Score a finished run's generator by FID and KID against its real images.
+"""Score a finished run's generator against its real images: FID and KID, FCD, or SWD.
 
 Usage:
     python -m common.evaluate runs/fashion_mnist
@@ -11,11 +11,13 @@ From a notebook cell: `main(["runs/fashion_mnist", "--num", "2000"])`.
 
 Reads RUN_DIR/generator.keras and RUN_DIR/args.json, which records where the run's real
 images came from and how they were read (an idx file, or image folders with their crop),
-and the noise its generator takes; so it needs no training script. Prints FID, KID (mean
-± std over subsets), N and where the real images came from. The real images' Inception
-features are cached in RUN_DIR/inception_real.npz, the file training with --eval-every
-uses too. See common/quality.py for what the numbers mean: they compare between runs
-scored here, not with published FIDs.
+and the noise its generator takes; so it needs no training script. Prints one line saying
+which scores it gives, then each: FCD for a Fashion-MNIST run (in the features of the
+shipped classifier: no download), FID and KID (mean ± std over subsets) when InceptionV3's
+weights can be had, and for a 64px run without them SWD instead; then N and where the real
+images came from. The real images' features are cached in RUN_DIR (inception_real.npz,
+classifier_real.npz), the files training with --eval-every uses too. See common/quality.py
+for what the numbers mean: they compare between runs scored here, not with published FIDs.
 """
 
 import argparse
@@ -31,8 +33,8 @@ from common.generate import draw_noise, load_generator, read_run_args, whole_num
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m common.evaluate",
-        description="Score a finished run's generator.keras by FID and KID against the "
-                    "real images it trained on.")
+        description="Score a finished run's generator.keras against the real images it "
+                    "trained on: FID and KID, FCD (Fashion-MNIST) or SWD (64px, offline).")
     parser.add_argument("run_dir", metavar="RUN_DIR",
                         help="the run's --out-dir, holding generator.keras and args.json")
     parser.add_argument("--num", type=whole_number(2), default=10000,
@@ -42,8 +44,10 @@ def build_parser():
                         help="real images to compare with: a folder of images (or of "
                              "Fashion-MNIST idx files) instead of the run's own")
     parser.add_argument("--inception-weights", default="imagenet", metavar="PATH",
-                        help="InceptionV3 weights: 'imagenet' (Keras downloads them once "
-                             "into ~/.keras/models) or a weights file (default: %(default)s)")
+                        help="InceptionV3 weights for FID and KID: 'imagenet' (Keras "
+                             "downloads them once into ~/.keras/models; without them a 64px "
+                             "run gets SWD) or a weights file, which must load "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None,
                         help="chooses the real subset and the noise (default: the run's seed)")
     parser.add_argument("--batch-size", type=whole_number(1), default=50,
@@ -98,11 +102,12 @@ def read_real_images(saved, data_dir=None):
 
 def evaluate(run_dir, num=10000, data_dir=None, inception_weights="imagenet", seed=None,
              batch_size=50):
-    """Score the run in `run_dir`; returns {"fid", "kid", "kid_std", "count", "source"}.
-    Raises ValueError with a one-line message on every user error."""
+    """Score the run in `run_dir`; returns its scores by name ("fcd"; "fid", "kid",
+    "kid_std"; or "swd": see common.quality.make_meter), "count" and "source". Raises
+    ValueError with a one-line message on every user error."""
     run_dir = Path(run_dir)
     saved = read_run(run_dir)  # Before TensorFlow loads: bad paths fail at once.
-    from common.quality import QualityMeter  # Imports TensorFlow: seconds.
+    from common.quality import make_meter  # Imports TensorFlow: seconds.
     import numpy as np
 
     # Checked to map noise to images; the noise's distribution comes from args.json.
@@ -116,8 +121,9 @@ def evaluate(run_dir, num=10000, data_dir=None, inception_weights="imagenet", se
         raise
     if seed is None:
         seed = int(saved.get("seed", 0))
-    meter = QualityMeter(images, num, run_dir / "inception_real.npz", inception_weights, seed,
-                         batch_size=batch_size)
+    # A weights file the user named must load; the default download may fail (offline).
+    meter = make_meter(images, num, run_dir, inception_weights, seed,
+                       required=inception_weights != "imagenet", batch_size=batch_size)
 
     def sample_noise(count, seed_pair):
         rng = np.random.default_rng([int(value) % 2**32 for value in seed_pair])
@@ -136,11 +142,15 @@ def main(argv=None):
                           args.seed, args.batch_size)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    if not all(math.isfinite(scores[name]) for name in ("fid", "kid", "kid_std")):
-        raise SystemExit(f"error: the scores are not finite ({scores['fid']}, "
-                         f"{scores['kid']}); the generator's images hold NaN or inf")
-    print(f"FID {scores['fid']:.6g}")
-    print(f"KID {scores['kid']:.6g} ± {scores['kid_std']:.6g}")
+    values = {name: value for name, value in scores.items() if name not in ("count", "source")}
+    if not all(math.isfinite(value) for value in values.values()):
+        raise SystemExit(f"error: the scores are not finite ({', '.join(map(str, values.values()))}"
+                         f"); the generator's images hold NaN or inf")
+    for name in ("fcd", "fid", "swd"):
+        if name in scores:
+            print(f"{name.upper()} {scores[name]:.6g}")
+        if name == "fid" and "kid" in scores:
+            print(f"KID {scores['kid']:.6g} ± {scores['kid_std']:.6g}")
     print(f"N {scores['count']} generated and {scores['count']} real images; real images "
           f"from {scores['source']}")
     return scores

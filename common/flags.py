@@ -204,17 +204,23 @@ def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim,
                         help="keep a moving average of the generator's weights with this decay "
                              "and use it for samples, generator.keras and FID/KID; 0 turns it "
                              "off (default: %(default)s)")
+    parser.add_argument("--ema-rampup", type=fraction, default=0.0, metavar="R",
+                        help="early in a run the average's half-life is at most R x the "
+                             "steps taken (StyleGAN2's warm-up: 0.05); 0 lowers the decay "
+                             "as tf.train.ExponentialMovingAverage does (default: %(default)s)")
     parser.add_argument("--eval-every", type=count, default=0, metavar="EPOCHS",
-                        help="score FID and KID against the real images every this many "
-                             "epochs, into history.csv and quality.png; 0 never "
-                             "(default: %(default)s)")
+                        help="score the samples against the real images every this many "
+                             "epochs (FID and KID; FCD for Fashion-MNIST; SWD when the "
+                             "Inception weights are missing), into history.csv and "
+                             "quality.png; 0 never (default: %(default)s)")
     parser.add_argument("--eval-count", type=whole_number(2, 1_000_000), default=10000,
                         metavar="N",
-                        help="generated and real images per FID/KID score; fewer is faster "
-                             "but biased upward (default: %(default)s)")
+                        help="generated and real images per score (SWD takes at most 2,048); "
+                             "fewer is faster but biased upward (default: %(default)s)")
     parser.add_argument("--inception-weights", default="imagenet", metavar="PATH",
                         help="InceptionV3 weights for FID/KID: 'imagenet' (Keras downloads "
-                             "them once) or a weights file (default: %(default)s)")
+                             "them once) or a weights file; without them FCD or SWD only "
+                             "(default: %(default)s)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also log the epoch's numbers and sample grid for TensorBoard "
                              "under OUT_DIR/tensorboard")

@@ -385,24 +385,25 @@ def plot_d_probs(history, path):
     _finish(figure, axes, path)
 
 
-def plot_quality(history, path):
-    """FID and KID per scored epoch (rows with a "fid" value), on two axes.
+# The score columns common/quality.py writes, with their axis labels (all lower is better).
+QUALITY_SCORES = {"fid": "FID", "kid": "KID", "fcd": "FCD (classifier features)",
+                  "swd": "SWD (x1000)"}
 
-    Both fall as samples get closer to the real images; KID, unbiased, is the one to
-    trust when the image count is small.
-    """
-    rows = [row for row in history if "fid" in row]
-    epochs = [row["epoch"] for row in rows]
-    figure, axes = plt.subplots(figsize=(7, 4))
-    style = _line_style(epochs)
-    axes.plot(epochs, [row["fid"] for row in rows], color="tab:blue", label="FID", **style)
-    axes.set(xlabel="epoch", ylabel="FID (lower is better)", title="Sample quality")
-    kid_axes = axes.twinx()
-    kid_axes.plot(epochs, [row["kid"] for row in rows], color="tab:orange", label="KID",
-                  **style)
-    kid_axes.set_ylabel("KID (lower is better)")
-    axes.legend(handles=axes.get_lines() + kid_axes.get_lines(), loc="upper right")
-    axes.grid(alpha=0.3)
+
+def plot_quality(history, path):
+    """Each score of the scored epochs (rows with one of QUALITY_SCORES) in a panel of its
+    own, over the epochs: FID and KID, FCD, or SWD, whichever the run has."""
+    names = [name for name in QUALITY_SCORES if any(name in row for row in history)]
+    figure, panels = plt.subplots(max(1, len(names)), 1, sharex=True, squeeze=False,
+                                  figsize=(7, 1.5 + 2.2 * max(1, len(names))))
+    for name, axes in zip(names, panels[:, 0]):
+        rows = [row for row in history if name in row]
+        epochs = [row["epoch"] for row in rows]
+        axes.plot(epochs, [row[name] for row in rows], color="tab:blue", **_line_style(epochs))
+        axes.set_ylabel(QUALITY_SCORES[name])
+        axes.grid(alpha=0.3)
+    panels[0, 0].set_title("Sample quality (lower is better)")
+    panels[-1, 0].set_xlabel("epoch")
     figure.tight_layout()
     atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
     plt.close(figure)

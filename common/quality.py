@@ -1,7 +1,4 @@
-"""Sample quality as FID and KID, measured in Keras' ImageNet InceptionV3 feature space.
-
-Both numbers compare the 2048-long pooled InceptionV3 features of generated images with
-those of real ones; lower is better and 0 means the two feature sets look alike.
+"""Sample quality: FID and KID in InceptionV3's features, FCD and SWD without a download.
 
     FID  Fréchet Inception Distance: fits a Gaussian to each feature set and measures the
          distance between the two (means and covariances). Biased upward at small N: the
@@ -10,15 +7,22 @@ those of real ones; lower is better and 0 means the two feature sets look alike.
     KID  Kernel Inception Distance: the unbiased estimate of the squared MMD between the
          feature sets under the cubic kernel k(x, y) = (x.y / d + 1)^3, averaged over random
          subsets (mean and standard deviation). Unbiased, so usable at small N too.
+    FCD  Fréchet Classifier Distance: FID's distance in the 128 features of a small
+         Fashion-MNIST classifier that ships with the repository (common/classifier.py),
+         for 28x28 grayscale runs: offline, and made for those images.
+    SWD  Sliced Wasserstein distance of image patches (common/metrics.py): what 64px runs
+         get when Inception's weights cannot be had.
+All are lower-is-better, and 0 (SWD: a small floor) means the two sets look alike.
 
-The features are Keras' `keras.applications.InceptionV3` with its ImageNet weights, fed
-299x299 images in [-1, 1] (bilinear resize, grayscale repeated to three channels). That
-makes scores comparable between runs scored here, but not with published FIDs, which use
-the TF-slim / pytorch-fid Inception graph with other weights and resizing.
+The Inception features are Keras' `keras.applications.InceptionV3` with its ImageNet
+weights, fed 299x299 images in [-1, 1] (bilinear resize, grayscale repeated to three
+channels). That makes scores comparable between runs scored here, but not with published
+FIDs, which use the TF-slim / pytorch-fid Inception graph with other weights and resizing.
 
-`QualityMeter` scores a generator against a fixed subset of real images, whose features
-it computes once and caches in an .npz; `make_meter` is the training scripts' entry: it
-returns None, after one line saying why, when the Inception weights cannot be had.
+`QualityMeter` (FID, KID), `ClassifierMeter` (FCD) and `SlicedWassersteinMeter` (SWD)
+score a generator against a fixed subset of real images, whose features they compute once
+and cache in an .npz; `make_meter` is the entry of the scripts and of common.evaluate: it
+picks the meters for the images and says in one line which scores they are.
 """
 
 import hashlib
@@ -31,7 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.metrics import frechet_distance
+from common.classifier import CLASSIFIER_FILE, IMAGE_SHAPE, load_features
+from common.metrics import frechet_distance, sliced_wasserstein
 from common.rundir import atomic_write
 
 INCEPTION_SIZE = 299
@@ -44,6 +49,10 @@ FEATURE_VERSION = 1
 # The generated images' noise uses the seed pairs (seed, NOISE_STREAM + batch index): fixed,
 # so every score of a run sees the same noise, and apart from the scripts' (seed, 0) grid.
 NOISE_STREAM = 7919
+# SWD's real and generated images per score, at most, and patches per image and level:
+# 65,536 patches a level, a score in ~15 s on 2 CPU cores (BENCHMARKS.md, offline scores).
+SWD_COUNT = 2048
+SWD_PATCHES = 32
 
 
 class WeightsUnavailable(ValueError):
@@ -238,6 +247,14 @@ def images_identity(images):
     return digest.hexdigest()
 
 
+def generated_images(generator, sample_noise, count, seed, batch_size):
+    """`count` images of `generator(noise, training=False)` as float32 batches; the noise is
+    `sample_noise(size, seed_pair)` with fixed seed pairs, the same for every score."""
+    for index, start in enumerate(range(0, count, batch_size)):
+        noise = sample_noise(min(batch_size, count - start), (seed, NOISE_STREAM + index))
+        yield tf.cast(generator(noise, training=False), tf.float32).numpy()
+
+
 class QualityMeter:
     """Scores generators by FID and KID against a fixed set of real images.
 
@@ -249,59 +266,157 @@ class QualityMeter:
     of building one from `weights`. Raises WeightsUnavailable (a ValueError) when the
     weights cannot be had.
     """
+    distance = "FID"  # The score whose small-N bias the start-up warning is about.
+    columns = ("fid", "kid")  # What `score` returns: history.csv's columns.
+    names = ("fid", "kid", "kid_std")  # What `measure` returns, with "count".
+    feature_length = FEATURE_LENGTH
 
     def __init__(self, real_images, count, cache_path, weights="imagenet", seed=0, *,
                  batch_size=50, model=None):
-        if len(real_images) < 2 or count < 2:
-            raise ValueError(f"FID/KID need at least 2 images, got {len(real_images)} real "
-                             f"images and a count of {count}")
+        self._check_counts(real_images, count)
         self.model = load_inception(weights) if model is None else model
+        self._start(real_images, count, cache_path, seed, batch_size)
+
+    def features(self, images):
+        return inception_features(self.model, images, self.batch_size)
+
+    @staticmethod
+    def _check_counts(real_images, count):
+        if len(real_images) < 2 or count < 2:
+            raise ValueError(f"quality scores need at least 2 images, got {len(real_images)} "
+                             f"real images and a count of {count}")
+
+    def _start(self, real_images, count, cache_path, seed, batch_size):
+        """Choose the real images and read (or compute and cache) their features."""
         self.seed = seed
         self.batch_size = batch_size
         real = choose_real(real_images, count, seed)
         self.count = len(real)
         if self.count < RELIABLE_COUNT:
-            print(f"warning: FID from {self.count} images is biased upward (use "
+            print(f"warning: {self.distance} from {self.count} images is biased upward (use "
                   f"{RELIABLE_COUNT} or more to compare with other work); compare only "
                   f"scores made with the same N")
         key = {"version": FEATURE_VERSION, "count": self.count,
                "images_sha1": images_identity(real), "weights_sha1": weights_identity(self.model)}
-        self.real_features = _read_cache(cache_path, key)
+        self.real_features = _read_cache(cache_path, key, self.feature_length)
         if self.real_features is None:
-            print(f"FID/KID: computing the Inception features of {self.count} real images "
+            print(f"{self.distance}: computing the features of {self.count} real images "
                   f"(once{f'; cached in {cache_path}' if cache_path else ''})", flush=True)
-            self.real_features = inception_features(self.model, real, batch_size)
+            self.real_features = self.features(real)
             _write_cache(cache_path, key, self.real_features)
 
     def generated_features(self, generator, sample_noise):
-        """Features of N images of `generator(noise, training=False)`, one batch at a
-        time; the noise is `sample_noise(count, seed_pair)` with fixed seed pairs."""
-        features = []
-        for index, start in enumerate(range(0, self.count, self.batch_size)):
-            size = min(self.batch_size, self.count - start)
-            noise = sample_noise(size, (self.seed, NOISE_STREAM + index))
-            images = tf.cast(generator(noise, training=False), tf.float32).numpy()
-            features.append(inception_features(self.model, images, self.batch_size))
-        return np.concatenate(features)
+        """Features of N images of `generator`, one batch at a time (see generated_images)."""
+        return np.concatenate([self.features(images) for images in generated_images(
+            generator, sample_noise, self.count, self.seed, self.batch_size)])
+
+    def distances(self, generated):
+        kid_mean, kid_std = kid(self.real_features, generated, seed=self.seed)
+        return {"fid": fid(self.real_features, generated), "kid": kid_mean, "kid_std": kid_std}
+
+    def line(self, scores):
+        return (f"FID {scores['fid']:.2f} | KID {scores['kid']:.4f} ± {scores['kid_std']:.4f} "
+                f"({scores['count']} generated vs {scores['count']} real images)")
 
     def measure(self, generator, sample_noise):
-        """{"fid", "kid", "kid_std", "count"}: `score` with KID's spread and N."""
+        """{name: score for name in self.names} and "count", N."""
         generated = self.generated_features(generator, sample_noise)
         if not np.isfinite(generated).all():  # A diverged generator: report, do not crash.
-            return {"fid": math.nan, "kid": math.nan, "kid_std": math.nan, "count": self.count}
-        kid_mean, kid_std = kid(self.real_features, generated, seed=self.seed)
-        return {"fid": fid(self.real_features, generated), "kid": kid_mean, "kid_std": kid_std,
-                "count": self.count}
+            scores = dict.fromkeys(self.names, math.nan)
+        else:
+            scores = self.distances(generated)
+        return {**scores, "count": self.count}
 
     def score(self, generator, sample_noise):
-        """{"fid": float, "kid": float} of `generator` against the real images."""
+        """{column: float} of `generator` against the real images, after one printed line."""
         scores = self.measure(generator, sample_noise)
-        print(f"FID {scores['fid']:.2f} | KID {scores['kid']:.4f} ± {scores['kid_std']:.4f} "
-              f"({scores['count']} generated vs {scores['count']} real images)", flush=True)
-        return {"fid": scores["fid"], "kid": scores["kid"]}
+        print(self.line(scores), flush=True)
+        return {name: scores[name] for name in self.columns}
 
 
-def _read_cache(path, key):
+class ClassifierMeter(QualityMeter):
+    """Scores 28x28 grayscale generators by FCD: the Fréchet distance in the 128 features of
+    the shipped Fashion-MNIST classifier (common/classifier.py), which needs no download.
+    Its real features are cached at `cache_path` as the Inception ones are."""
+    distance = "FCD"
+    columns = names = ("fcd",)
+    feature_length = 128
+
+    def __init__(self, real_images, count, cache_path, seed=0, *, batch_size=500,
+                 classifier=CLASSIFIER_FILE):
+        self._check_counts(real_images, count)
+        self.model, self.accuracy = load_features(classifier)
+        self.feature_function = tf.function(
+            lambda images: self.model(images, training=False),
+            input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.float32)])
+        self._start(real_images, count, cache_path, seed, batch_size)
+
+    def features(self, images):
+        batches = [np.zeros((0, self.feature_length), np.float32)]
+        for start in range(0, len(images), self.batch_size):
+            batch = _to_inception_range(np.asarray(images[start:start + self.batch_size]))
+            batches.append(self.feature_function(tf.constant(batch[..., :1])).numpy())
+        return np.concatenate(batches)
+
+    def distances(self, generated):
+        return {"fcd": fid(self.real_features, generated)}
+
+    def line(self, scores):
+        return (f"FCD {scores['fcd']:.3f} ({scores['count']} generated vs {scores['count']} "
+                f"real images, Fashion-MNIST classifier features)")
+
+
+class SlicedWassersteinMeter(QualityMeter):
+    """Scores generators by SWD (common/metrics.py: sliced Wasserstein distance of 7x7
+    patches at each level of a Laplacian pyramid, x1000, the mean of the levels), which
+    needs no download: what 64px runs get when Inception's weights cannot be had. Uses at
+    most SWD_COUNT real images and SWD_PATCHES patches of each, which bounds its memory
+    and time."""
+    distance = "SWD"
+    columns = names = ("swd",)
+
+    def __init__(self, real_images, count, seed=0, *, batch_size=250):
+        self._check_counts(real_images, count)
+        self.seed, self.batch_size = seed, batch_size
+        self.real = choose_real(real_images, min(count, SWD_COUNT), seed)
+        self.count = len(self.real)
+        self.real = self.real.astype(np.float32) / 127.5 - 1.0
+
+    def generated_features(self, generator, sample_noise):
+        return np.concatenate(list(generated_images(generator, sample_noise, self.count,
+                                                    self.seed, self.batch_size)))
+
+    def distances(self, generated):
+        return {"swd": sliced_wasserstein(self.real, generated, patches_per_image=SWD_PATCHES,
+                                          seed=self.seed)["mean"]}
+
+    def line(self, scores):
+        return (f"SWD {scores['swd']:.2f} ({scores['count']} generated vs {scores['count']} "
+                f"real images, x1000, mean of the pyramid levels)")
+
+
+class Meters:
+    """The meters a run or a command scores with, as one: `score` and `measure` merge
+    their results, each meter printing its own line."""
+
+    def __init__(self, meters):
+        self.meters = list(meters)
+        self.columns = tuple(name for meter in self.meters for name in meter.columns)
+
+    def measure(self, generator, sample_noise):
+        scores = {}
+        for meter in self.meters:
+            scores.update(meter.measure(generator, sample_noise))
+        return scores
+
+    def score(self, generator, sample_noise):
+        scores = {}
+        for meter in self.meters:
+            scores.update(meter.score(generator, sample_noise))
+        return scores
+
+
+def _read_cache(path, key, length):
     """The cached features when `path` holds features made under `key`, else None."""
     if path is None or not Path(path).is_file():
         return None
@@ -311,7 +426,7 @@ def _read_cache(path, key):
             features = cache["features"]
     except Exception:  # Unreadable, truncated or from an older layout: just recompute.
         return None
-    if stored != key or features.shape != (key["count"], FEATURE_LENGTH):
+    if stored != key or features.shape != (key["count"], length):
         return None
     return features
 
@@ -326,11 +441,39 @@ def _write_cache(path, key, features):
               f"features will be recomputed next time")
 
 
-def make_meter(real_images, count, cache_path, weights="imagenet", seed=0, **options):
-    """A QualityMeter, or None after one line `FID/KID skipped: <reason>` when InceptionV3's
-    weights cannot be had, so training goes on without scores. `options` go to the meter."""
+def make_meter(real_images, count, out_dir, weights="imagenet", seed=0, *,
+               required=False, **options):
+    """The Meters a run in `out_dir` is scored with, after one line naming the scores:
+
+    - 28x28 grayscale images (Fashion-MNIST's): FCD, in the shipped classifier's features;
+    - any images: FID and KID when InceptionV3's weights can be had (`weights`);
+    - 64px images without those weights: SWD instead (`FID/KID skipped: <reason>` first).
+
+    The real images' features are cached in `out_dir` (inception_real.npz,
+    classifier_real.npz). `required` (an explicitly named weights file) raises
+    WeightsUnavailable instead of skipping. `options` go to the Inception meter."""
+    out_dir = Path(out_dir)
+    meters = []
+    if real_images.shape[1:] == IMAGE_SHAPE:
+        meters.append(ClassifierMeter(real_images, count, out_dir / "classifier_real.npz",
+                                      seed))
     try:
-        return QualityMeter(real_images, count, cache_path, weights, seed, **options)
+        meters.append(QualityMeter(real_images, count, out_dir / "inception_real.npz",
+                                   weights, seed, **options))
     except WeightsUnavailable as error:
-        print(f"FID/KID skipped: {error}", flush=True)
-        return None
+        if required:
+            raise
+        if not meters:
+            meters.append(SlicedWassersteinMeter(real_images, count, seed))
+        print(f"FID/KID skipped: {error}; scoring {meters[0].distance} instead", flush=True)
+    print("scores: " + ", ".join(_describe(meter) for meter in meters), flush=True)
+    return Meters(meters)
+
+
+def _describe(meter):
+    if isinstance(meter, ClassifierMeter):
+        return (f"FCD (the Fréchet distance in the features of {CLASSIFIER_FILE.name}, a "
+                f"classifier {meter.accuracy:.1%} accurate on Fashion-MNIST's test images)")
+    if isinstance(meter, SlicedWassersteinMeter):
+        return "SWD (sliced Wasserstein distance of image patches, x1000)"
+    return "FID and KID (in ImageNet InceptionV3's features)"

@@ -215,9 +215,9 @@ class Run:
                     if done and not (out_dir / "generator.keras").exists():
                         atomic_write(out_dir / "generator.keras",
                                      portable_copy(self.sampler).save)
-        # --eval-every: FID and KID of the samples against the real images (None when off,
-        # or when InceptionV3's weights cannot be had: it says so once and training goes on).
-        self.meter = (make_meter(self.images, args.eval_count, out_dir / "inception_real.npz",
+        # --eval-every: FID and KID of the samples against the real images, FCD for 28px
+        # grayscale ones, SWD instead of FID/KID when InceptionV3's weights cannot be had.
+        self.meter = (make_meter(self.images, args.eval_count, out_dir,
                                  args.inception_weights, args.seed)
                       if args.eval_every and self.chief else None)
         self.board = (tf.summary.create_file_writer(str(out_dir / "tensorboard"))
@@ -260,7 +260,7 @@ class Run:
             metrics = dict(zip(METRIC_NAMES, tf.unstack(summed)))
             if args.ema:  # Fixed when traced: without an average the step has no extra work.
                 update_average(self.ema_generator, generator, args.ema,
-                               generator_optimizer.iterations)
+                               generator_optimizer.iterations, args.ema_rampup)
             if adaptive:
                 images = metrics["images"]
                 adaptive.update(metrics["real_sign"] * images, images)

@@ -4,7 +4,7 @@ Layout of `--out-dir` (see README "What a run writes"):
 
     samples/epoch_0001.png  progress.gif  losses.png  d_probs.png  history.csv
     generator.keras  checkpoints/  args.json
-    quality.png  inception_real.npz     with --eval-every
+    quality.png  inception_real.npz     with --eval-every (classifier_real.npz: Fashion-MNIST)
     tensorboard/                        with --tensorboard
 """
 
@@ -26,12 +26,13 @@ except ImportError:  # Windows: runs there are not locked.
 # Any of these in an out-dir means a run lives there and must not be overwritten silently.
 RUN_OUTPUTS = (
     "args.json", "history.csv", "checkpoints", "generator.keras", "progress.gif", "samples",
-    "losses.png", "d_probs.png", "quality.png", "inception_real.npz", "tensorboard",
+    "losses.png", "d_probs.png", "quality.png", "inception_real.npz", "classifier_real.npz",
+    "tensorboard",
 )
 HISTORY_COLUMNS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_sec", "seconds")
-# Columns only some runs or epochs have: --augment-adaptive's p, and FID and KID of the
-# epochs scored with --eval-every; empty in the other rows.
-OPTIONAL_COLUMNS = ("augment_p", "fid", "kid")
+# Columns only some runs or epochs have: --augment-adaptive's p, and the scores of the
+# epochs scored with --eval-every (common/quality.py); empty in the other rows.
+OPTIONAL_COLUMNS = ("augment_p", "fcd", "fid", "kid", "swd")
 # What sample_path writes; a hand-made epoch_1.png beside epoch_0001.png is not a sample.
 SAMPLE_PATTERN = re.compile(r"^epoch_(\d{4,})\.png$")
 LOCK_NAME = ".lock"

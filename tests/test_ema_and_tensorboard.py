@@ -10,7 +10,7 @@ import tensorflow as tf
 from keras import layers
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from common.ema import copy_weights, restore, update_average
+from common.ema import average_decay, copy_weights, restore, update_average
 from common.rundir import read_history, write_history
 from conftest import LATENT, QUICK_FASHION_BATCH, SCRIPTS, STRAIGHT_EPOCHS, run_main, script_module
 
@@ -38,6 +38,19 @@ def test_average_moves_a_share_of_the_way_and_warms_up():
     update_average(average, model, 0.999, step=0)
     for before, after, goal in zip(start, [w.numpy() for w in average.weights], target):
         np.testing.assert_allclose(after, 0.1 * before + 0.9 * goal, rtol=1e-5, atol=1e-6)
+
+
+def test_ema_rampup_bounds_the_half_life_by_the_steps_taken():
+    # --ema-rampup 0.05: at step 200 the half-life is 10 steps, so 10 steps halve the gap.
+    decay = float(average_decay(0.999, 200, rampup=0.05))
+    assert decay ** 10 == pytest.approx(0.5, rel=1e-4)
+    assert float(average_decay(0.999, 1, rampup=0.05)) < 1e-5  # Step 1: nearly a copy.
+    # Late in a run the decay asked for is the limit, with or without the ramp.
+    assert float(average_decay(0.99, 100_000, rampup=0.05)) == pytest.approx(0.99)
+    # 0: tf.train.ExponentialMovingAverage's (1 + step) / (10 + step), as before the flag.
+    assert float(average_decay(0.999, 90)) == pytest.approx(91 / 100)
+    # A smaller ramp follows the generator closer for longer.
+    assert float(average_decay(0.99, 500, 0.02)) < float(average_decay(0.99, 500, 0.05))
 
 
 def test_average_covers_batchnorm_statistics():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common import evaluate, quality
-from conftest import ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, ROOT, run_main
+from conftest import ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, QUICK_IMAGES, ROOT, run_main
 
 # --- FID on Gaussians with a known answer -------------------------------------------------
 
@@ -219,14 +219,86 @@ def test_failed_download_is_a_one_line_value_error_and_keeps_the_policy(monkeypa
     assert "~/.keras/models" in message and "--inception-weights PATH" in message
 
 
-def test_make_meter_without_weights_says_so_in_one_line_and_returns_none(
-        tmp_path, capsys, real_pixels):
-    meter = quality.make_meter(real_pixels, 16, tmp_path / "cache.npz", tmp_path / "nope.h5")
-    assert meter is None
-    lines = capsys.readouterr()
-    lines = (lines.out + lines.err).strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("FID/KID skipped: "), lines
-    assert not (tmp_path / "cache.npz").exists()
+def printed_lines(capsys):
+    captured = capsys.readouterr()
+    return (captured.out + captured.err).strip().splitlines()
+
+
+def test_make_meter_without_weights_scores_swd_for_color_images_and_says_so(tmp_path, capsys):
+    colour = np.random.default_rng(0).integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+    meter = quality.make_meter(colour, 16, tmp_path, tmp_path / "nope.h5")
+    assert meter.columns == ("swd",)
+    skipped, named = printed_lines(capsys)
+    assert skipped.startswith("FID/KID skipped: ") and "nope.h5" in skipped
+    assert skipped.endswith("scoring SWD instead") and named.startswith("scores: SWD")
+    assert not list(tmp_path.iterdir())  # SWD keeps no feature cache.
+    with pytest.raises(quality.WeightsUnavailable, match="nope.h5"):  # A file the user named.
+        quality.make_meter(colour, 16, tmp_path, tmp_path / "nope.h5", required=True)
+
+
+def test_make_meter_scores_fashion_by_fcd_with_or_without_inception(
+        tmp_path, capsys, real_pixels, weights_file):
+    meter = quality.make_meter(real_pixels, 16, tmp_path, tmp_path / "nope.h5")
+    assert meter.columns == ("fcd",)
+    lines = printed_lines(capsys)
+    assert lines[-2].endswith("scoring FCD instead")
+    assert lines[-1].startswith("scores: FCD") and "% accurate on Fashion-MNIST" in lines[-1]
+    assert (tmp_path / "classifier_real.npz").is_file()
+    meter = quality.make_meter(real_pixels, 16, tmp_path, weights_file)
+    assert meter.columns == ("fcd", "fid", "kid")
+    named = printed_lines(capsys)[-1]
+    assert named.startswith("scores: FCD") and named.endswith("FID and KID (in ImageNet "
+                                                              "InceptionV3's features)")
+
+
+def real_images_as(images):
+    """A stand-in generator that returns real images (in [-1, 1]) whatever its noise."""
+    images = np.asarray(images, np.float32) / 127.5 - 1.0
+    taken = {"next": 0}
+
+    def generator(noise, training=False):
+        start, count = taken["next"], len(noise)
+        taken["next"] = (start + count) % len(images)
+        return np.take(images, range(start, start + count), axis=0, mode="wrap")
+    return generator
+
+
+def gaussian_noise_images(noise, training=False):
+    """A stand-in generator of 28x28 grayscale noise images."""
+    return np.clip(np.random.default_rng(len(noise)).normal(0, 0.5, (len(noise), 28, 28, 1)),
+                   -1, 1).astype(np.float32)
+
+
+def test_fcd_scores_held_out_real_images_near_zero_and_noise_far(tmp_path, real_pixels):
+    from common.idx import read_idx_images
+    held_out = read_idx_images(FASHION_SAMPLE / "t10k-images-idx3-ubyte.gz")
+    meter = quality.ClassifierMeter(real_pixels, 500, tmp_path / "classifier_real.npz")
+
+    def sample_noise(count, seed_pair):
+        return np.zeros((count, 4), np.float32)
+    real = meter.measure(real_images_as(held_out), sample_noise)["fcd"]
+    noise = meter.measure(gaussian_noise_images, sample_noise)["fcd"]
+    flat = meter.measure(lambda noise, training=False: np.full(
+        (len(noise), 28, 28, 1), -1.0, np.float32), sample_noise)["fcd"]
+    assert 0 <= real < 0.1 * min(noise, flat), (real, noise, flat)
+    # The real features came from the cache file the second time.
+    again = quality.ClassifierMeter(real_pixels, 500, tmp_path / "classifier_real.npz")
+    np.testing.assert_array_equal(again.real_features, meter.real_features)
+
+
+def test_swd_scores_real_looking_images_better_than_noise(shapes_folder):
+    pixels = shapes_folder[1]
+    meter = quality.SlicedWassersteinMeter(pixels[: len(pixels) // 2], 1000)
+
+    def sample_noise(count, seed_pair):
+        return np.zeros((count, 4), np.float32)
+    same = meter.measure(real_images_as(pixels[len(pixels) // 2:]), sample_noise)["swd"]
+    noise = meter.measure(lambda noise, training=False: np.random.default_rng(0).uniform(
+        -1, 1, (len(noise), 64, 64, 3)).astype(np.float32), sample_noise)["swd"]
+    assert same < 0.5 * noise, (same, noise)
+    diverged = meter.measure(lambda noise, training=False: np.full(
+        (len(noise), 64, 64, 3), np.nan, np.float32), sample_noise)
+    assert math.isnan(diverged["swd"]) and diverged["count"] == meter.count
 
 
 # --- The meter --------------------------------------------------------------------------------
@@ -407,8 +479,10 @@ def test_evaluate_scores_a_run_offline(fashion_run, weights_file):
     assert result.returncode == 0, result.stdout + result.stderr
     fid_value = float(re.search(r"^FID (\S+)$", result.stdout, re.M).group(1))
     kid_mean, kid_std = map(float, re.search(r"^KID (\S+) ± (\S+)$", result.stdout, re.M).groups())
-    assert all(math.isfinite(value) for value in (fid_value, kid_mean, kid_std))
-    assert fid_value > 0  # One step of training is far from the real images.
+    fcd_value = float(re.search(r"^FCD (\S+)$", result.stdout, re.M).group(1))
+    assert all(math.isfinite(value) for value in (fid_value, kid_mean, kid_std, fcd_value))
+    assert fid_value > 0 and fcd_value > 0  # One step of training is far from real images.
+    assert re.search(r"^scores: FCD .*, FID and KID", result.stdout, re.M)
     assert "N 32 generated and 32 real images" in result.stdout
     assert str(FASHION_SAMPLE) in result.stdout  # Where the real images came from.
     assert "biased upward" in result.stdout
@@ -455,6 +529,26 @@ def test_evaluate_refuses_bad_data_and_missing_weights_in_one_line(fashion_run, 
     message = error_line(run_evaluate(fashion_run, "--num", "8",
                                       "--inception-weights", tmp_path / "nope.h5"))
     assert "nope.h5 does not exist" in message
+
+
+def test_evaluate_offline_scores_fcd_or_swd_and_says_so(fashion_run, straight_run, tmp_path,
+                                                       monkeypatch, capsys):
+    """Without Inception's weights (no internet): FCD for Fashion-MNIST, SWD for a 64px run."""
+    def offline(weights="imagenet"):
+        raise quality.WeightsUnavailable("cannot download InceptionV3's ImageNet weights")
+    monkeypatch.setattr(quality, "load_inception", offline)
+    scores = evaluate.main([copy_run(fashion_run, tmp_path / "fashion"), "--num", "64"])
+    printed = capsys.readouterr().out
+    assert set(scores) == {"fcd", "count", "source"} and scores["fcd"] > 0
+    assert "FID/KID skipped: cannot download" in printed and "\nFCD " in printed
+    assert "FID " not in printed.replace("FID/KID", "")
+    scores = evaluate.main([copy_run(straight_run("train_faces.py"), tmp_path / "faces"),
+                            "--num", "64"])
+    printed = capsys.readouterr().out
+    assert set(scores) == {"swd", "count", "source"} and scores["swd"] > 0
+    assert "scoring SWD instead" in printed and f"\nSWD {scores['swd']:.6g}\n" in printed
+    assert scores["count"] == QUICK_IMAGES  # All the run's images: fewer than --num.
+    assert f"N {QUICK_IMAGES} generated and {QUICK_IMAGES} real images" in printed
 
 
 def test_evaluate_main_is_callable_from_python(fashion_run, tmp_path):
@@ -525,30 +619,34 @@ def test_eval_every_scores_epochs_into_history_plot_and_tensorboard(tmp_path, qu
              "--tensorboard")
     result = run_main("train_fashion_mnist.py", *flags, "--epochs", "3")
     assert "FID from 16 images is biased upward" in result.stdout
-    assert result.stdout.count("computing the Inception features of 16 real images") == 1
+    assert result.stdout.count("FID: computing the features of 16 real images") == 1
+    assert result.stdout.count("FCD: computing the features of 16 real images") == 1
     # Epoch 2 is scored (every 2) and epoch 3 too (the last epoch always is).
     assert len(re.findall(r"^FID [\d.]+ \| KID -?[\d.]+ ± [\d.]+ \(16 generated vs 16 real",
                           result.stdout, re.M)) == 2
+    assert len(re.findall(r"^FCD [\d.]+ \(16 generated vs 16 real", result.stdout, re.M)) == 2
     with open(out / "history.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [row["fid"] != "" for row in rows] == [False, True, True]
-    assert all(math.isfinite(float(rows[i][name])) for i in (1, 2) for name in ("fid", "kid"))
+    assert all(math.isfinite(float(rows[i][name])) for i in (1, 2)
+               for name in ("fcd", "fid", "kid"))
     assert (out / "quality.png").stat().st_size > 0 and (out / "inception_real.npz").is_file()
+    assert (out / "classifier_real.npz").is_file()
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
-    for name in ("fid", "kid"):
+    for name in ("fcd", "fid", "kid"):
         logged = events.Tensors(name)
         assert [event.step for event in logged] == [2, 3]
         assert float(tf.make_ndarray(logged[0].tensor_proto)) == pytest.approx(
             float(rows[1][name]), rel=1e-5)
     # A resumed run reuses the cached real features instead of computing them again.
     result = run_main("train_fashion_mnist.py", *flags, "--epochs", "4", "--resume")
-    assert "computing the Inception features" not in result.stdout
+    assert "computing the features" not in result.stdout
     with open(out / "history.csv", newline="") as file:
         assert [row["fid"] != "" for row in csv.DictReader(file)] == [False, True, True, True]
 
 
-def test_eval_every_without_weights_says_so_once_and_trains(tmp_path, quick_data):
+def test_eval_every_without_weights_says_so_once_and_scores_fcd(tmp_path, quick_data):
     out = tmp_path / "run"
     result = run_main("train_fashion_mnist.py", "--data-dir", quick_data, "--batch-size",
                         QUICK_FASHION_BATCH, "--out-dir", out,
@@ -556,6 +654,9 @@ def test_eval_every_without_weights_says_so_once_and_trains(tmp_path, quick_data
                         tmp_path / "missing.h5")
     skipped = [line for line in result.stdout.splitlines() if line.startswith("FID/KID skipped")]
     assert len(skipped) == 1 and "missing.h5" in skipped[0]
-    header = (out / "history.csv").read_text().splitlines()[0]
-    assert header == "epoch,d_loss,g_loss,d_real,d_fake,images_per_sec,seconds"
-    assert (out / "generator.keras").is_file() and not (out / "quality.png").exists()
+    assert skipped[0].endswith("scoring FCD instead")
+    lines = (out / "history.csv").read_text().splitlines()
+    assert lines[0] == "epoch,d_loss,g_loss,d_real,d_fake,images_per_sec,seconds,fcd"
+    assert all(math.isfinite(float(line.split(",")[-1])) for line in lines[1:])
+    assert (out / "generator.keras").is_file() and (out / "quality.png").stat().st_size > 0
+    assert not (out / "inception_real.npz").exists()

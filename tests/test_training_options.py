@@ -1,5 +1,6 @@
-"""The training options from the literature (--lr-d, --lr-g, --beta-1, --beta-2, --init):
-each reaches the train step, the defaults train exactly as before, and --resume keeps them."""
+"""The training options from the literature (--lr-d, --lr-g, --beta-1, --beta-2, --init,
+--ema-rampup): each reaches the train step, the defaults train exactly as before, and
+--resume keeps them."""
 
 import csv
 import json
@@ -51,6 +52,35 @@ def test_each_option_reaches_the_train_step(tmp_path, quick_data, plain_run, fla
     out = tmp_path / "run"
     train(quick_data, out, *flags)
     assert np.abs(losses(out) - losses(plain_run)).max() > 1e-4, (losses(out), flags)
+
+
+def samples(out):
+    import keras
+    generator = keras.saving.load_model(out / "generator.keras")
+    return np.asarray(generator(np.ones((4, generator.input_shape[-1]), np.float32),
+                                training=False))
+
+
+def test_ema_rampup_reaches_the_average_and_not_the_training(tmp_path, quick_data):
+    """The ramp moves only the moving average: the same losses, other samples."""
+    plain, ramped = tmp_path / "plain", tmp_path / "ramped"
+    train(quick_data, plain, "--ema", "0.99")
+    train(quick_data, ramped, "--ema", "0.99", "--ema-rampup", "0.05")
+    np.testing.assert_allclose(losses(ramped), losses(plain), rtol=1e-6)
+    assert np.abs(samples(ramped) - samples(plain)).max() > 1e-3
+
+
+def test_ema_rampup_survives_resume(tmp_path, quick_data, monkeypatch):
+    from common import run as run_module
+    ramps = []
+    original = run_module.update_average
+    monkeypatch.setattr(run_module, "update_average", lambda *arguments: ramps.append(
+        arguments[-1]) or original(*arguments))
+    out = tmp_path / "run"
+    train(quick_data, out, "--ema", "0.99", "--ema-rampup", "0.05", epochs=1)
+    train(quick_data, out, "--resume", "--ema", "0.99")  # (train() types --ema 0.)
+    assert ramps and set(ramps) == {0.05}  # Traced in the new run and in the resumed one.
+    assert len(ramps) >= 2 and json.loads((out / "args.json").read_text())["ema_rampup"] == 0.05
 
 
 def test_the_options_survive_resume(tmp_path, quick_data, monkeypatch):

@@ -1,0 +1,155 @@
+"""Quality against steps: train_fashion_mnist.py's defaults against each training option,
+several seeds, scored by FCD on Fashion-MNIST's test images (held out from training).
+
+Usage:
+    python benchmarks/quality_per_step.py --out /tmp/qps --steps 117 234 469 \\
+        --seeds 0 1 2 --parallel 2 --settings default ttur init_dcgan beta2 ema_rampup
+    python benchmarks/quality_per_step.py --out /tmp/qps --report BENCHMARKS_plot.png
+
+Each (setting, seed) is one run in --out/SETTING-sSEED, trained on the 60,000 training
+images at the default batch (128: 469 steps an epoch) up to the first of --steps, scored, resumed (--resume
+--max-steps) to the next, scored, and so on. A score is the FCD (common/quality.py's
+ClassifierMeter) of 10,000 samples of the run's generator.keras (the moving average,
+what a user gets) against the 10,000 test images. Each stage is its own process; with
+--parallel 2 two run at once on one thread each (quality is the figure here, not speed).
+Every score is one JSON line in --out/scores.jsonl; --report prints mean ± standard
+deviation over the seeds per setting and step, and plots FCD against steps.
+Not part of the tests; the figures are in BENCHMARKS.md.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+FASHION = "/usr/share/datasets/fashion-mnist"
+SETTINGS = {
+    "default": [],
+    "ttur": ["--lr-d", "4e-4", "--lr-g", "1e-4"],      # Heusel et al.: D faster than G.
+    "init_dcgan": ["--init", "dcgan"],                  # N(0, 0.02) weights.
+    "beta2": ["--beta-2", "0.99"],
+    "ema_rampup": ["--ema-rampup", "0.05"],             # StyleGAN2's warm-up.
+    "no_ema": ["--ema", "0"],                           # G's own samples.
+}
+
+
+def stage(out, steps, flags, data_dir):
+    """Train `out` up to `steps` optimizer steps (a new run or --resume), then score it."""
+    import numpy as np
+
+    import train_fashion_mnist
+    from common import quality
+    from common.classifier import read_split
+    from common.generate import load_generator
+
+    resuming = (out / "args.json").exists()
+    done = 0
+    if resuming:
+        done = json.loads((out / "steps.json").read_text())["steps"]
+    start = time.perf_counter()
+    train_fashion_mnist.main(["--data-dir", data_dir, "--out-dir", out, "--epochs", "1000",
+                              "--max-steps", steps - done, "--checkpoint-every", "1000",
+                              *(["--resume"] if resuming else flags)])
+    seconds = time.perf_counter() - start
+    (out / "steps.json").write_text(json.dumps({"steps": steps}))
+    test, _ = read_split(data_dir, "t10k")
+    meter = quality.ClassifierMeter(test, 10000, out.parent / "test_features.npz")
+    generator, latent_dim, _ = load_generator(out)
+
+    def sample_noise(count, seed_pair):
+        rng = np.random.default_rng([int(value) % 2**32 for value in seed_pair])
+        return rng.standard_normal((count, latent_dim)).astype(np.float32)
+    return {"steps": steps, "fcd": meter.measure(generator, sample_noise)["fcd"],
+            "train_seconds": round(seconds, 1)}
+
+
+def job(out_root, setting, seed, steps_list, data_dir, threads):
+    out = out_root / f"{setting}-s{seed}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if threads:
+        env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
+    for steps in steps_list:
+        result = subprocess.run(
+            [sys.executable, __file__, "--stage", str(out), str(steps), "--data-dir", data_dir,
+             "--", *SETTINGS[setting], "--seed", str(seed)],
+            capture_output=True, text=True, env=env, cwd=ROOT)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        if result.returncode or not lines:
+            print(f"{setting} seed {seed} at {steps} steps failed:\n{result.stderr[-2000:]}")
+            return
+        row = {"setting": setting, "seed": seed, **json.loads(lines[-1])}
+        with open(out_root / "scores.jsonl", "a") as file:
+            file.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
+def report(out_root, plot):
+    import numpy as np
+    rows = [json.loads(line) for line in (out_root / "scores.jsonl").read_text().splitlines()]
+    settings = list(dict.fromkeys(row["setting"] for row in rows))
+    steps = sorted({row["steps"] for row in rows})
+    print("| setting | " + " | ".join(f"FCD at {step} steps" for step in steps) + " |")
+    print("|---|" + "---|" * len(steps))
+    curves = {}
+    for setting in settings:
+        cells, means, spreads = [], [], []
+        for step in steps:
+            values = [row["fcd"] for row in rows if row["setting"] == setting
+                      and row["steps"] == step]
+            mean, spread = float(np.mean(values)), float(np.std(values))
+            cells.append(f"{mean:.2f} ± {spread:.2f} (n={len(values)})")
+            means.append(mean)
+            spreads.append(spread)
+        curves[setting] = (means, spreads)
+        print(f"| {setting} {' '.join(SETTINGS.get(setting, []))} | " + " | ".join(cells) + " |")
+    if plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        figure, axes = plt.subplots(figsize=(7, 4))
+        for setting, (means, spreads) in curves.items():
+            axes.errorbar(steps, means, yerr=spreads, marker=".", capsize=3, label=setting)
+        axes.set(xlabel="steps (batch 128; 469 an epoch)", ylabel="FCD to held-out test images (lower is better)",
+                 title="Fashion-MNIST: quality against steps, mean ± sd over seeds")
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(plot, dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/quality_per_step"))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, nargs="+", default=[117, 234, 469])
+    parser.add_argument("--data-dir", default=FASHION)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--report", nargs="?", const="", default=None, metavar="PLOT.png")
+    parser.add_argument("--stage", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("flags", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(stage(Path(args.stage[0]), int(args.stage[1]), args.flags,
+                               args.data_dir)))
+        return
+    if args.report is not None:
+        report(args.out, args.report)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    threads = 1 if args.parallel > 1 else 0
+    with ThreadPoolExecutor(args.parallel) as pool:
+        for seed in args.seeds:
+            for setting in args.settings:
+                pool.submit(job, args.out, setting, seed, sorted(args.steps), args.data_dir,
+                            threads)
+
+
+if __name__ == "__main__":
+    main()
