@@ -139,8 +139,9 @@ def _feature_function(model):
     return function
 
 
-def _to_inception_range(images):
-    """A batch as float32 RGB in [-1, 1], InceptionV3's own preprocessing range."""
+def _to_unit_range(images):
+    """A batch as float32 in [-1, 1], the range of the generators' tanh and of every
+    feature model here (InceptionV3's own preprocessing range)."""
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 127.5 - 1.0
     else:
@@ -151,9 +152,13 @@ def _to_inception_range(images):
                              f"[{low:.3g}, {high:.3g}]; pass uint8 images in [0, 255] or "
                              f"floats in [-1, 1]")
         images = np.clip(images, -1.0, 1.0)
-    if images.shape[-1] == 1:
-        images = np.repeat(images, 3, axis=-1)
     return images
+
+
+def _to_inception_range(images):
+    """A batch as float32 RGB in [-1, 1]: grayscale repeated to InceptionV3's 3 channels."""
+    images = _to_unit_range(images)
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
 def inception_features(model, images, batch_size=50):
@@ -267,6 +272,7 @@ class QualityMeter:
     weights cannot be had.
     """
     distance = "FID"  # The score whose small-N bias the start-up warning is about.
+    description = "FID and KID (in ImageNet InceptionV3's features)"
     columns = ("fid", "kid")  # What `score` returns: history.csv's columns.
     names = ("fid", "kid", "kid_std")  # What `measure` returns, with "count".
     feature_length = FEATURE_LENGTH
@@ -345,7 +351,10 @@ class ClassifierMeter(QualityMeter):
     def __init__(self, real_images, count, cache_path, seed=0, *, batch_size=500,
                  classifier=CLASSIFIER_FILE):
         self._check_counts(real_images, count)
-        self.model, self.accuracy = load_features(classifier)
+        self.model, accuracy = load_features(classifier)
+        self.description = (f"FCD (the Fréchet distance in the features of "
+                            f"{Path(classifier).name}, a classifier {accuracy:.1%} accurate "
+                            f"on Fashion-MNIST's test images)")
         self.feature_function = tf.function(
             lambda images: self.model(images, training=False),
             input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.float32)])
@@ -354,8 +363,8 @@ class ClassifierMeter(QualityMeter):
     def features(self, images):
         batches = [np.zeros((0, self.feature_length), np.float32)]
         for start in range(0, len(images), self.batch_size):
-            batch = _to_inception_range(np.asarray(images[start:start + self.batch_size]))
-            batches.append(self.feature_function(tf.constant(batch[..., :1])).numpy())
+            batch = _to_unit_range(np.asarray(images[start:start + self.batch_size]))
+            batches.append(self.feature_function(tf.constant(batch)).numpy())
         return np.concatenate(batches)
 
     def distances(self, generated):
@@ -373,6 +382,7 @@ class SlicedWassersteinMeter(QualityMeter):
     most SWD_COUNT real images and SWD_PATCHES patches of each, which bounds its memory
     and time."""
     distance = "SWD"
+    description = "SWD (sliced Wasserstein distance of image patches, x1000)"
     columns = names = ("swd",)
 
     def __init__(self, real_images, count, seed=0, *, batch_size=250):
@@ -466,14 +476,5 @@ def make_meter(real_images, count, out_dir, weights="imagenet", seed=0, *,
         if not meters:
             meters.append(SlicedWassersteinMeter(real_images, count, seed))
         print(f"FID/KID skipped: {error}; scoring {meters[0].distance} instead", flush=True)
-    print("scores: " + ", ".join(_describe(meter) for meter in meters), flush=True)
+    print("scores: " + ", ".join(meter.description for meter in meters), flush=True)
     return Meters(meters)
-
-
-def _describe(meter):
-    if isinstance(meter, ClassifierMeter):
-        return (f"FCD (the Fréchet distance in the features of {CLASSIFIER_FILE.name}, a "
-                f"classifier {meter.accuracy:.1%} accurate on Fashion-MNIST's test images)")
-    if isinstance(meter, SlicedWassersteinMeter):
-        return "SWD (sliced Wasserstein distance of image patches, x1000)"
-    return "FID and KID (in ImageNet InceptionV3's features)"
