@@ -25,7 +25,7 @@ from keras import layers
 
 try:
     from common.download import Folder, KaggleDataset, resolve_data_dir
-    from common.images import read_image_folders
+    from common.image_data import read_image_folders
     from common.losses import discriminator_loss, generator_loss, step_metrics
     from common.run import Run
 except ModuleNotFoundError as error:  # A script pasted alone into a notebook.

@@ -197,7 +197,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     data_flags, held_folder, train_folder = split_data(args.script, source, train_count,
                                                        args.split_seed, work)
-    from common.images import read_image_folders
+    from common.image_data import read_image_folders
     held_out, _ = read_image_folders([held_folder], crop=1.0)
     train_images, _ = read_image_folders([train_folder], crop=1.0)
     print(f"{args.script}: {train_count} training images in {train_folder}, "

@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common import plotting  # noqa: E402
-from common.plotting import ProgressGif, gif_frames, image_grid  # noqa: E402
+from common.gif import GIF_FRAMES, GIF_MAX_BYTES, ProgressGif, _parse_gif_frame  # noqa: E402
+from common.plotting import image_grid  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "wikiart_2styles" / "images" / "Ukiyo_e"
 
@@ -198,7 +199,7 @@ def gif_part(args, folder):
                       f"{(folder / 'worst.gif').stat().st_size / 1e6:.1f}",
                       f"{colours[len(colours) // 2]}",
                       f"{(time.perf_counter() - start) / args.max_frames * 1000:.0f}"])
-    table(f"Size with all {args.max_frames} frames shown (cap {plotting.GIF_MAX_BYTES / 1e6:.0f}"
+    table(f"Size with all {args.max_frames} frames shown (cap {GIF_MAX_BYTES / 1e6:.0f}"
           " MB)", ["frames", "n", "MB", "median colours", "ms/frame"], worst)
 
     palette_table(paintings)
@@ -234,7 +235,7 @@ def palette_table(paintings):
             if size is None:
                 buffer = io.BytesIO()
                 quantized.save(buffer, format="GIF", interlace=False)
-                size = len(plotting._parse_gif_frame(buffer.getvalue()))
+                size = len(_parse_gif_frame(buffer.getvalue()))
             rows.append([content, name, f"{size / 1000:.0f}",
                          f"{psnr(quantized.convert('RGB'), grid):.1f}",
                          f"{(time.perf_counter() - start) * 1000:.0f}"])
@@ -254,9 +255,9 @@ def close_part(args, folder):
     from common.devices import portable_copy
 
     try:
-        from common.rundir import atomic_write, write_history
+        from common.files import atomic_write, write_history
     except ImportError:  # Before common/run.py was split.
-        from common.rundir import atomic_write, write_history
+        from common.files import atomic_write, write_history
 
     keras.utils.set_random_seed(0)
     generator = train_artworks.make_generator(128)
@@ -359,7 +360,7 @@ def close_part(args, folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=400)
-    parser.add_argument("--max-frames", type=int, default=plotting.GIF_FRAMES)
+    parser.add_argument("--max-frames", type=int, default=GIF_FRAMES)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-gif", action="store_true")
     parser.add_argument("--skip-close", action="store_true")

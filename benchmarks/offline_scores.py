@@ -57,7 +57,8 @@ def main():
     print(f"FCD real train vs real test {floor['fcd']:.3f} (one score {seconds:.1f} s); "
           f"uniform noise {far['fcd']:.1f}")
     if args.faces:
-        from common.images import find_images, load_images
+        from common.image_cache import load_images
+        from common.images import find_images
         paths = find_images(Path(args.faces))
         pixels, _, _ = load_images(paths, 64)
         half = len(pixels) // 2

@@ -9,7 +9,7 @@ Step mode (default): for each script, in one process of its own, the reference s
 TF tutorial's pattern: one @tf.function, float32, two tapes, no XLA, batches from
 `from_tensor_slices`) and the script's step (its own train_step, compiled by the run
 helper's own path, common.run.Run._compile, with precision and jit as `auto` picks them
-here, fed as a run feeds it: common.images.image_batches paired with the script's noise by
+here, fed as a run feeds it: common.image_data.image_batches paired with the script's noise by
 common.noise.with_noise) train the same architecture at the same batch size on the same
 images. Measured without --ema (benchmarks/ema_cost.py times the average). After warm-up they take turns, --rounds times
 --steps steps each; the medians are compared. It also times the script's input pipeline
@@ -115,7 +115,7 @@ def script_dataset(script, pixels, args):
     """Endless (images, noise) batches over `pixels`, made as Run.batches makes them."""
     import tensorflow as tf
 
-    from common.images import image_batches
+    from common.image_data import image_batches
     from common.noise import with_noise
 
     return with_noise(image_batches(pixels, args.batch_size, 0, getattr(args, "flip", False)),

@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from common.errors import exit_with
+
 CLASSIFIER_FILE = Path(__file__).with_name("fashion_classifier.keras")
 FEATURE_LAYER = "features"
 IMAGE_SHAPE = (28, 28, 1)
@@ -74,7 +76,7 @@ def train(data_dir, path=CLASSIFIER_FILE, epochs=5, seed=0):
 def _train(data_dir, path, epochs, seed):
     import keras
 
-    from common.rundir import atomic_write
+    from common.files import atomic_write
     train_images, train_labels = read_split(data_dir, "train")
     test_images, test_labels = read_split(data_dir, "t10k")
     model = make_classifier()
@@ -133,8 +135,8 @@ def main(argv=None):
     args = parser.parse_args([str(value) for value in argv])
     folder = Path(args.data_dir)
     if not (folder / "t10k-labels-idx1-ubyte.gz").is_file():
-        raise SystemExit(f"error: --data-dir {folder} lacks Fashion-MNIST's idx files "
-                         f"(train- and t10k-, images and labels, .gz)")
+        exit_with(f"--data-dir {folder} lacks Fashion-MNIST's idx files (train- and t10k-, "
+                  f"images and labels, .gz)")
     accuracy = train(folder, args.out, args.epochs)
     print(f"saved {args.out}: {accuracy:.2%} accuracy on the {folder} test images")
 

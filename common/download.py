@@ -33,6 +33,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import one_line
 from common.images import IMAGE_EXTENSIONS
 
 # Seconds a download may go without receiving a byte before it counts as stalled.
@@ -288,13 +289,13 @@ def _explain(error, dataset, cache_root, archive, seconds):
     unsupported = isinstance(error, ValueError) and "archive" in str(error)  # kagglehub 1.0.3
     if isinstance(error, (DataCorruptionError, zipfile.BadZipFile, tarfile.TarError, EOFError)) \
             or unsupported:
-        return (f"{name}: the download was corrupt ({_one_line(error)}); it was deleted: run "
+        return (f"{name}: the download was corrupt ({one_line(error, 160)}); it was deleted: run "
                 f"again to download it afresh (if it repeats, delete {archive.parent}), "
                 f"{instead}"), True
     if isinstance(error, OSError):
-        return (f"{name}: cannot write the download under {cache_root} ({_one_line(error)}): "
+        return (f"{name}: cannot write the download under {cache_root} ({one_line(error, 160)}): "
                 f"set KAGGLEHUB_CACHE to a writable folder, {instead}"), False
-    return (f"{name}: the download failed ({type(error).__name__}: {_one_line(error)}); "
+    return (f"{name}: the download failed ({type(error).__name__}: {one_line(error, 160)}); "
             f"{retry}"), False
 
 
@@ -399,8 +400,3 @@ def _size(size_bytes):
         if size_bytes >= scale:
             return f"{size_bytes / scale:.1f} {unit}"
     return f"{size_bytes / 1e3:.1f} kB"
-
-
-def _one_line(error):
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 160 else text[:157] + "..."

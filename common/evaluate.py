@@ -27,7 +27,9 @@ from pathlib import Path
 
 # The generator is loaded and checked as common.generate does; its int flag type loads no
 # TensorFlow, so a typo is reported at once.
-from common.generate import draw_noise, load_generator, read_run_args, whole_number
+from common.errors import exit_with, user_errors
+from common.flag_types import whole_number
+from common.generate import draw_noise, load_generator, read_run_args
 
 
 def build_parser():
@@ -74,7 +76,7 @@ def read_real_images(saved, data_dir=None):
     """The real images as uint8 (N, H, W, C), and where they came from: those args.json
     records (`data_source`), or the ones in `data_dir`. ValueError (one line) on bad data."""
     from common.idx import read_idx_images
-    from common.images import read_source
+    from common.image_data import read_source
     source = saved.get("data_source") or {}
     if data_dir is not None:
         folder = Path(data_dir)
@@ -137,15 +139,13 @@ def main(argv=None):
     if argv is None:  # In a notebook kernel sys.argv is the kernel's, not ours.
         argv = [] if "ipykernel" in sys.modules else sys.argv[1:]
     args = build_parser().parse_args([str(value) for value in argv])
-    try:
+    with user_errors():
         scores = evaluate(args.run_dir, args.num, args.data_dir, args.inception_weights,
                           args.seed, args.batch_size)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
     values = {name: value for name, value in scores.items() if name not in ("count", "source")}
     if not all(math.isfinite(value) for value in values.values()):
-        raise SystemExit(f"error: the scores are not finite ({', '.join(map(str, values.values()))}"
-                         f"); the generator's images hold NaN or inf")
+        exit_with(f"the scores are not finite ({', '.join(map(str, values.values()))}); "
+                  f"the generator's images hold NaN or inf")
     for name in ("fcd", "fid", "swd"):
         if name in scores:
             print(f"{name.upper()} {scores[name]:.6g}")

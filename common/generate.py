@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import exit_with, user_errors
+from common.flag_types import whole_number
+
 BATCH_SIZE = 256  # Images per generator call: any --num fits in memory.
 # Limits of the flags, so a typo (--num 1000000000) is one line, not a MemoryError.
 MAX_IMAGES = 100_000  # --individual: written BATCH_SIZE at a time; more: run again, --seed.
@@ -159,7 +162,7 @@ def individual_paths(folder, count):
 def write_individual(images, paths):
     import imageio.v3 as iio
 
-    from common.rundir import atomic_write
+    from common.files import atomic_write
     # The same mapping as common.plotting.image_grid; grayscale is saved as a 2-D PNG.
     pixels = np.clip((images + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     for image, path in zip(pixels, paths):
@@ -171,7 +174,7 @@ def write_walk(model, walk, path, milliseconds_per_frame=100):
     from PIL import Image
 
     from common.plotting import image_grid
-    from common.rundir import atomic_write
+    from common.files import atomic_write
     # One generator call and one grid per frame, made a picture as the GIF writer asks for
     # it: memory holds one frame's images, and the frames as Pillow's GIF writer keeps them
     # (a byte a pixel), never every frame's images at once. (imageio's writer, which this
@@ -191,26 +194,7 @@ class OneLineParser(argparse.ArgumentParser):
     """Reports a bad flag in one line (argparse would print its usage first)."""
 
     def error(self, message):
-        raise SystemExit(f"error: {message} (see python -m common.generate --help)")
-
-
-def whole_number(minimum, maximum=None, why=""):
-    """argparse type: an int of at least `minimum` (and at most `maximum`, for the reason
-    `why`). (common.run's positive_int would load TensorFlow, through common.devices,
-    before a typo could be reported.)"""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:  # Also for more than 4,300 digits (Python's int() limit).
-            shown = text if len(text) <= 30 else text[:27] + "..."
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {shown!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            shown = f"{value:,}" if len(str(value)) <= 30 else f"a {len(str(value))}-digit number"
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}{why}, got {shown}")
-        return value
-    return parse
+        exit_with(f"{message} (see python -m common.generate --help)")
 
 
 def make_parser():
@@ -256,11 +240,11 @@ def refuse_to_overwrite(targets, individual, overwrite):
     existing = [path for path in targets if path.exists()]
     if existing and not overwrite:
         if not individual:
-            raise SystemExit(f"error: {existing[0]} already exists; pass --overwrite to "
-                             f"replace it or choose another --out")
-        raise SystemExit(f"error: {existing[0]} already exists ({len(existing)} of the "
-                         f"{len(targets)} files to write in {individual} do); pass --overwrite "
-                         f"to replace them or choose another --individual folder")
+            exit_with(f"{existing[0]} already exists; pass --overwrite to replace it or "
+                      f"choose another --out")
+        exit_with(f"{existing[0]} already exists ({len(existing)} of the {len(targets)} files "
+                  f"to write in {individual} do); pass --overwrite to replace them or choose "
+                  f"another --individual folder")
 
 
 def check_limits(parser, args, walk):
@@ -294,29 +278,28 @@ def main(argv=None):
     targets = individual_paths(args.individual, args.num) if args.individual else [out]
     refuse_to_overwrite(targets, args.individual, args.overwrite)
     try:
-        model, latent_dim, distribution = load_generator(args.source, args.noise)
-        rng = np.random.default_rng(args.seed)
-        if walk:
-            points = draw_noise(distribution, args.points * args.num, latent_dim, rng)
-            write_walk(model, latent_walk(points.reshape(args.points, args.num, latent_dim),
-                                         args.interpolate, distribution), out)
-        elif args.individual:
-            # Drawn at once (the same pictures as ever for a seed), generated and written a
-            # batch at a time: memory holds one batch of images, whatever --num is.
-            noise = draw_noise(distribution, args.num, latent_dim, rng)
-            for start in range(0, args.num, BATCH_SIZE):
-                write_individual(generate(model, noise[start:start + BATCH_SIZE]),
-                                 targets[start:start + BATCH_SIZE])
-        else:
-            from common.plotting import save_image_grid
-            save_image_grid(generate(model, draw_noise(distribution, args.num, latent_dim, rng)),
-                            out)
-    except GenerateError as error:
-        raise SystemExit(f"error: {error}") from None
+        with user_errors():  # GenerateError: a bad source or args.json.
+            model, latent_dim, distribution = load_generator(args.source, args.noise)
+            rng = np.random.default_rng(args.seed)
+            if walk:
+                points = draw_noise(distribution, args.points * args.num, latent_dim, rng)
+                write_walk(model, latent_walk(points.reshape(args.points, args.num, latent_dim),
+                                             args.interpolate, distribution), out)
+            elif args.individual:
+                # Drawn at once (the same pictures as ever for a seed), generated and written a
+                # batch at a time: memory holds one batch of images, whatever --num is.
+                noise = draw_noise(distribution, args.num, latent_dim, rng)
+                for start in range(0, args.num, BATCH_SIZE):
+                    write_individual(generate(model, noise[start:start + BATCH_SIZE]),
+                                     targets[start:start + BATCH_SIZE])
+            else:
+                from common.plotting import save_image_grid
+                noise = draw_noise(distribution, args.num, latent_dim, rng)
+                save_image_grid(generate(model, noise), out)
     except OSError as error:
         place = args.individual or out
-        raise SystemExit(f"error: cannot write {place} ({error.strerror or error}); choose "
-                         f"a writable {'--individual' if args.individual else '--out'}") from None
+        exit_with(f"cannot write {place} ({error.strerror or error}); choose a writable "
+                  f"{'--individual' if args.individual else '--out'}")
     size = "x".join(map(str, model.output_shape[1:]))
     if walk:
         what = (f"{args.num} latent walks of {size} ({args.points * args.interpolate} frames, "

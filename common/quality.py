@@ -36,8 +36,9 @@ import numpy as np
 import tensorflow as tf
 
 from common.classifier import CLASSIFIER_FILE, IMAGE_SHAPE, load_features
+from common.errors import one_line
 from common.metrics import frechet_distance, sliced_wasserstein
-from common.rundir import atomic_write
+from common.files import atomic_write
 
 INCEPTION_SIZE = 299
 FEATURE_LENGTH = 2048
@@ -91,7 +92,7 @@ def load_inception(weights="imagenet"):
 
 def _weights_advice(weights, error):
     # The download URL is long and says nothing the advice does not: keep the cause instead.
-    reason = _one_line(re.sub(r"https?://[^\s:]+[^\s]*?(?=:?(\s|$))", "<url>",
+    reason = one_line(re.sub(r"https?://[^\s:]+[^\s]*?(?=:?(\s|$))", "<url>",
                               f"{type(error).__name__}: {error}"))
     if weights == "imagenet":
         return (f"cannot download InceptionV3's ImageNet weights ({reason}); put {WEIGHTS_FILE} "
@@ -99,12 +100,6 @@ def _weights_advice(weights, error):
     return (f"cannot load InceptionV3 weights from {weights} ({reason}); pass "
             f"--inception-weights with the path of {WEIGHTS_FILE} (or a file saved by "
             f"InceptionV3's save_weights), or 'imagenet' to download them")
-
-
-def _one_line(text, limit=200):
-    """`text` on one line and at most `limit` characters: error messages can be long."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def weights_identity(model):

@@ -15,14 +15,14 @@ Face Accelerate):
         run.end_epoch()                       # samples, GIF, history, plots, checkpoint
 
 What it owns: the tf.distribute strategy, mixed precision and XLA (common/devices.py);
-the out-dir and its lock, --resume, --resume-from and --overwrite (common/rundir.py);
+the out-dir and its lock, --resume, --resume-from and --overwrite (common/rundir.py,
+common/files.py, common/checkpoints.py);
 the checkpoint (both models, both optimizers, the generator's moving average, the
 augmentation strength, finished epochs, the fixed noise behind the sample grids); Ctrl-C
 and NaN stops; and what is written as an epoch closes. Every user error ends in one line
 `error: ...` and a non-zero exit, before anything of an earlier run is changed.
 """
 
-import contextlib
 import itertools
 import shutil
 import signal
@@ -38,19 +38,22 @@ from common.augment import AdaptiveProbability, augment, parse_policy, step_seed
 from common.devices import (choose_jit, choose_policy, choose_strategy, describe, is_chief,
                             portable_copy, set_policy)
 from common.ema import copy_weights, restore, update_average
+from common.errors import exit_with, user_errors
 from common.flags import FIXED, add_common_arguments, merge_resumed_args, parse_args
 from common.noise import with_noise
 from common.initialization import dcgan_init
 from common.losses import METRIC_NAMES
 from common.optimizers import learning_rates, make_adam
-from common.plotting import ProgressGif, plot_d_probs, plot_losses, plot_quality, save_image_grid
+from common.gif import ProgressGif
+from common.plotting import plot_d_probs, plot_losses, plot_quality, save_image_grid
 from common.progress import EpochLog, steps_per_epoch, write_tensorboard
 from common.quality import make_meter
-from common.images import image_batches
-from common.rundir import (SAMPLE_PATTERN, atomic_write, clear_run, disk_errors_exit,
-                           first_missing, load_args, prepare_out_dir, prune_checkpoints,
-                           read_history, relist_checkpoints, remove_new_out_dir, resume_point,
-                           roll_back, sample_path, sample_paths, save_args, write_history)
+from common.image_data import image_batches
+from common.checkpoints import (disk_errors_exit, prune_checkpoints, relist_checkpoints,
+                                resume_point, roll_back)
+from common.files import (SAMPLE_PATTERN, atomic_write, load_args, read_history, sample_path,
+                          sample_paths, save_args, write_history)
+from common.rundir import clear_run, first_missing, prepare_out_dir, remove_new_out_dir
 
 SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
 # The GIF and the plots are for watching a run: redrawn at each checkpoint and otherwise at
@@ -67,7 +70,7 @@ class Run:
     def __init__(self, parser, argv=None, fixed=FIXED):
         args, explicit = parse_args(parser, argv)
         self.out_dir = Path(args.out_dir)
-        with _one_line_errors():
+        with user_errors():
             parse_policy(args.augment)  # Every flag is checked before anything is touched.
             _one_augment_strength(args, explicit)
             _refuse_out_dir_inside_data_dir(args)
@@ -103,11 +106,9 @@ class Run:
         """`read(*arguments)` -> (uint8 images, source record): the script's own reader,
         with its errors turned into one line. The record goes into args.json."""
         try:
-            images, source = read(*arguments)
-            _refuse_out_dir_inside(self.out_dir, source)
-        except ValueError as error:
-            remove_new_out_dir(self.out_dir, self.created)
-            raise SystemExit(f"error: {error}") from None
+            with user_errors(cleanup=lambda: remove_new_out_dir(self.out_dir, self.created)):
+                images, source = read(*arguments)
+                _refuse_out_dir_inside(self.out_dir, source)
         except KeyboardInterrupt as interrupt:
             remove_new_out_dir(self.out_dir, self.created)
             print(f"\nCtrl-C while getting the images; {interrupt or 'nothing was changed'}",
@@ -128,7 +129,7 @@ class Run:
         restore them on --resume, and return `train_step` compiled for the chosen devices:
         `step(real, noise) -> metrics`. `noise(count, seed)` draws the generator's input."""
         args, out_dir = self.args, self.out_dir
-        with _one_line_errors():
+        with user_errors():
             if args.overwrite and self.chief:
                 clear_run(out_dir)  # Only now: every flag and the data have been checked.
             if args.resume_from and self.chief:
@@ -176,7 +177,7 @@ class Run:
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
                                                   max_to_keep=None)
         if self.checkpoint_path:
-            with _one_line_errors():
+            with user_errors():
                 restore(tf.train.Checkpoint(**_as_saved(parts, self.checkpoint_path)),
                         self.checkpoint_path, self.ema_generator, generator)
             for optimizer, rate in zip(optimizers, rates):
@@ -187,7 +188,7 @@ class Run:
 
     def _prepare_outputs(self):
         args, out_dir, done = self.args, self.out_dir, int(self.epochs_done)
-        with _one_line_errors():
+        with user_errors():
             saved_history = read_history(out_dir, float("inf"))
         # Rows past the checkpoint belong to epochs that run again.
         self.history = [row for row in saved_history if row["epoch"] <= done]
@@ -319,10 +320,9 @@ class Run:
 
     def _stop_at_nan(self, error):
         """One line naming the step, and nothing saved: the last checkpoint stays good."""
-        raise SystemExit(
-            f"error: {error}. Kept the last good checkpoint "
-            f"({self.manager.latest_checkpoint or 'none yet'}); continue from it with "
-            f"--resume, perhaps with a lower --lr") from None
+        exit_with(f"{error}. Kept the last good checkpoint "
+                  f"({self.manager.latest_checkpoint or 'none yet'}); continue from it with "
+                  f"--resume, perhaps with a lower --lr")
 
     # --- The close of an epoch ----------------------------------------------------------
 
@@ -434,15 +434,6 @@ def _readable_image(path):
         return True
     except (OSError, SyntaxError, ValueError):  # Pillow's errors at a damaged file.
         return False
-
-
-@contextlib.contextmanager
-def _one_line_errors():
-    """A ValueError in the block (a user error) ends the run with one line and status 1."""
-    try:
-        yield
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
 
 
 def _one_augment_strength(args, explicit, resuming=False):

@@ -11,7 +11,7 @@ from keras import layers
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.ema import average_decay, copy_weights, restore, update_average
-from common.rundir import read_history, write_history
+from common.files import read_history, write_history
 from conftest import LATENT, QUICK_FASHION_BATCH, SCRIPTS, STRAIGHT_EPOCHS, run_main, script_module
 
 SCRIPT = "train_fashion_mnist.py"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import plotting
-from common.plotting import ProgressGif, gif_frames
+from common import gif as gif_module, plotting
+from common.gif import ProgressGif, gif_frames
 
 # --- gif_frames ----------------------------------------------------------------------------
 
@@ -166,8 +166,8 @@ def test_rebuild_from_disk_gives_the_same_gif_as_adding_one_by_one(tmp_path):
 
 def test_each_frame_is_read_and_quantized_once(tmp_path, monkeypatch):
     encoded = []
-    real_encode = plotting._encode_frame
-    monkeypatch.setattr(plotting, "_encode_frame",
+    real_encode = gif_module._encode_frame
+    monkeypatch.setattr(gif_module, "_encode_frame",
                         lambda image, budget: encoded.append(1) or real_encode(image, budget))
     epochs = list(range(1, 41))
     paths = write_samples(tmp_path, epochs)
@@ -191,10 +191,10 @@ def test_each_frame_is_read_and_quantized_once(tmp_path, monkeypatch):
 
 def test_write_gif_keeps_its_old_call_and_caps_the_frames(tmp_path):
     paths = write_samples(tmp_path, range(1, 131))
-    plotting.write_gif(paths, tmp_path / "progress.gif")
+    gif_module.write_gif(paths, tmp_path / "progress.gif")
     frames, _ = read_gif(tmp_path / "progress.gif")
     assert len(frames) == len(gif_frames(range(1, 131))) <= 100
-    plotting.write_gif(paths[:3], tmp_path / "progress.gif")
+    gif_module.write_gif(paths[:3], tmp_path / "progress.gif")
     assert len(read_gif(tmp_path / "progress.gif")[0]) == 3
 
 
@@ -234,7 +234,7 @@ def test_a_failed_write_keeps_the_previous_gif_and_leaves_no_temporary_file(tmp_
         def __exit__(self, *exc):
             self.file.close()
 
-    monkeypatch.setattr(plotting, "open", lambda *a, **k: FullDisk(real_open(*a, **k)),
+    monkeypatch.setattr(gif_module, "open", lambda *a, **k: FullDisk(real_open(*a, **k)),
                         raising=False)
     with pytest.raises(OSError, match="No space"):
         gif.write()
@@ -287,8 +287,8 @@ def test_add_refuses_an_epoch_before_the_newest(tmp_path):
 def test_grids_added_without_writing_wait_encoded_not_raw(tmp_path, monkeypatch):
     # A run that writes the GIF now and then holds at most one raw grid, the newest.
     encoded = []
-    real_encode = plotting._encode_frame
-    monkeypatch.setattr(plotting, "_encode_frame",
+    real_encode = gif_module._encode_frame
+    monkeypatch.setattr(gif_module, "_encode_frame",
                         lambda image, budget: encoded.append(1) or real_encode(image, budget))
     gif = ProgressGif(tmp_path / "progress.gif", max_frames=5)
     for epoch in range(1, 41):

@@ -225,15 +225,15 @@ from pathlib import Path
 import numpy as np
 faulthandler.dump_traceback_later({deadline}, exit=True)  # A hang prints every stack.
 sys.path.insert(0, {root!r})
-from common import images
+from common import image_cache, images
 
 folder, extra, work = {folder!r}, {extra!r}, {work!r}
 paths = images.find_images(folder) + [Path(path) for path in extra]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 pixels, skipped = images.decode_images(paths, {size})
 grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-cached, cached_skipped, where = images.load_images(paths, {size}, cache_dir=work + "/cache",
-                                                   root=folder)
+cached, cached_skipped, where = image_cache.load_images(paths, {size}, cache_dir=work + "/cache",
+                                                        root=folder)
 line = images.describe_skipped(skipped, len(paths))
 np.save(work + "/pixels.npy", pixels)
 json.dump({{"paths": [str(path) for path in paths], "grown_kb": grown,

@@ -1,4 +1,4 @@
-"""common.images' on-disk cache (--cache-dir) when things go wrong: a full disk, a stale
+"""common/image_cache.py, the on-disk cache (--cache-dir) when things go wrong: a full disk, a stale
 build left by a killed run, another run's build under way, Ctrl-C while decoding."""
 
 import errno
@@ -15,7 +15,7 @@ import pytest
 from conftest import ENV, ROOT
 from PIL import Image
 
-from common import images
+from common import image_cache, images
 
 
 def picture_folder(folder, count, side=8):
@@ -46,7 +46,7 @@ def test_a_cache_dir_without_room_is_refused_in_one_line(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 50_000, 50_000))
     with pytest.raises(ValueError) as caught:
-        images.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
+        image_cache.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
     line = one_line(caught.value)
     assert str(cache) in line and "--cache-dir" in line and "needs" in line, line
     assert not leftovers(cache) and not list(cache.glob("t-*"))
@@ -61,12 +61,12 @@ def test_a_disk_that_fills_while_preallocating_gives_one_line_and_no_leftovers(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
     with pytest.raises(ValueError) as caught:
-        images.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
+        image_cache.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
     line = one_line(caught.value)
     assert str(cache) in line and "No space left on device" in line, line
     assert not leftovers(cache) and not list(cache.glob("t-*"))
     monkeypatch.undo()  # The disk has room again: the next run builds the cache.
-    pixels, skipped, where = images.load_images(paths, 64, cache_dir=cache, root=tmp_path,
+    pixels, skipped, where = image_cache.load_images(paths, 64, cache_dir=cache, root=tmp_path,
                                                 name="t")
     assert len(pixels) == 10 and where.startswith("decoded into") and not leftovers(cache)
 
@@ -79,7 +79,7 @@ def test_an_oserror_late_in_the_build_is_one_line_and_leaves_nothing(tmp_path, m
         raise OSError(errno.EIO, os.strerror(errno.EIO))
     monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(ValueError) as caught:
-        images.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
+        image_cache.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
     assert str(cache) in one_line(caught.value)
     assert not leftovers(cache) and not list(cache.glob("t-*"))
 
@@ -95,7 +95,7 @@ def test_an_interrupt_while_building_leaves_nothing(tmp_path, monkeypatch):
         return real(path, size, crop)
     monkeypatch.setattr(images, "decode_image", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        images.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
+        image_cache.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
     assert not leftovers(cache) and not list(cache.glob("t-*"))
 
 
@@ -108,13 +108,13 @@ def dead_pid():
 def test_a_stale_build_left_by_a_killed_run_is_cleaned_and_the_run_works(tmp_path):
     paths = picture_folder(tmp_path / "pictures", 6)
     cache = tmp_path / "cache"
-    key = images.cache_key(paths, 64, 1.0, tmp_path)
+    key = image_cache.cache_key(paths, 64, 1.0, tmp_path)
     stale = cache / f".t-{key}.building-{dead_pid()}"
     other = cache / f".other-{'0' * 20}.building-{dead_pid()}"  # Another set's, also dead.
     for folder in (stale, other):
         folder.mkdir(parents=True)
         (folder / "pixels.u8").write_bytes(bytes(100_000))
-    pixels, skipped, where = images.load_images(paths, 64, cache_dir=cache, root=tmp_path,
+    pixels, skipped, where = image_cache.load_images(paths, 64, cache_dir=cache, root=tmp_path,
                                                 name="t")
     assert len(pixels) == 6 and not skipped and not leftovers(cache)
     assert [int(image[0, 0, 0]) for image in pixels] == list(range(6))
@@ -127,22 +127,22 @@ def test_the_build_of_a_run_still_going_is_left_alone(tmp_path):
     try:
         busy = cache / f".other-{'0' * 20}.building-{alive.pid}"
         busy.mkdir(parents=True)
-        images.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
+        image_cache.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="t")
         assert busy.is_dir()
     finally:
         alive.kill()
         alive.wait()
-    images.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="u")
+    image_cache.load_images(paths, 64, cache_dir=cache, root=tmp_path, name="u")
     assert not busy.exists()
 
 
 FULL_DISK = """
 import sys
 sys.path.insert(0, {root!r})
-from common import images
+from common import image_cache, images
 paths = images.find_images({pictures!r})
 try:
-    pixels, skipped, where = images.load_images(paths, 64, cache_dir={cache!r},
+    pixels, skipped, where = image_cache.load_images(paths, 64, cache_dir={cache!r},
                                                 root={pictures!r}, name="t")
 except ValueError as error:
     raise SystemExit(f"error: {{error}}")
@@ -191,7 +191,7 @@ SLOW_DECODE = """
 import os, sys, time
 sys.path.insert(0, {root!r})
 os.cpu_count = lambda: 2  # 4 decoding threads, whatever this machine has.
-from common import images
+from common import image_cache, images
 real = images.decode_image
 
 def slow(path, size, crop=1.0):
@@ -202,7 +202,7 @@ images.decode_image = slow
 paths = images.find_images({pictures!r})
 print("decoding", flush=True)
 try:
-    images.load_images(paths, 64, cache_dir={cache!r}, root={pictures!r}, name="t")
+    image_cache.load_images(paths, 64, cache_dir={cache!r}, root={pictures!r}, name="t")
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     raise SystemExit(130)

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import common.images
-from common.images import image_batches
+from common.image_data import image_batches
 from common.metrics import pixel_fid
 from common.noise import with_noise
 from conftest import (flip_generator_loss, generate_in_fresh_process,
@@ -35,7 +35,7 @@ def train(script, data, out, *flags, check=True):
 
 def dataset_of(script, pixels, batch_size, noise="uniform"):
     """The (images, noise) batches a run of the script trains on, as Run.batches makes them:
-    common.images.image_batches paired with the script's own sample_noise by with_noise."""
+    common.image_data.image_batches paired with the script's own sample_noise by with_noise."""
     draw = module(script).sample_noise
     if script == "train_faces.py":
         def sample(count, seed):

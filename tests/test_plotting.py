@@ -1,11 +1,12 @@
-"""common/plotting.py: sample grids, the progress GIF and the curves."""
+"""common/plotting.py: sample grids and the curves (and a GIF of grids, the two together)."""
 
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from common import plotting, rundir
+from common import files, plotting
+from common.gif import write_gif
 
 
 def test_image_grid_places_each_image_and_maps_range():
@@ -26,26 +27,26 @@ def test_image_grid_color_and_shape_error():
 def test_save_image_grid_and_gif_round_trip(tmp_path):
     paths = []
     for epoch, value in enumerate((-1.0, 0.0, 1.0), start=1):
-        path = rundir.sample_path(tmp_path, epoch)
+        path = files.sample_path(tmp_path, epoch)
         plotting.save_image_grid(np.full((4, 6, 6, 1), value), path)
         paths.append(path)
     assert iio.imread(paths[0]).shape == (2 * 8 + 2, 2 * 8 + 2)
-    assert rundir.sample_paths(tmp_path, 2) == paths[:2]
+    assert files.sample_paths(tmp_path, 2) == paths[:2]
     gif = tmp_path / "progress.gif"
-    plotting.write_gif(rundir.sample_paths(tmp_path, 3), gif)
+    write_gif(files.sample_paths(tmp_path, 3), gif)
     frames = iio.imread(gif, index=None)
     assert frames.shape[0] == 3
     assert frames[0].mean() < frames[2].mean()  # In order: dark first, bright last.
-    plotting.write_gif(paths[:1], gif)  # A single frame is a valid GIF too.
+    write_gif(paths[:1], gif)  # A single frame is a valid GIF too.
     assert iio.imread(gif, index=None).shape[0] == 1
 
 
 def test_gif_sees_a_sample_written_again(tmp_path):
-    path = rundir.sample_path(tmp_path, 1)
+    path = files.sample_path(tmp_path, 1)
     plotting.save_image_grid(np.full((1, 4, 4, 1), -1.0), path)
-    plotting.write_gif([path], tmp_path / "a.gif")
+    write_gif([path], tmp_path / "a.gif")
     plotting.save_image_grid(np.full((1, 4, 4, 1), 1.0), path)  # A resumed epoch's sample.
-    plotting.write_gif([path], tmp_path / "a.gif")
+    write_gif([path], tmp_path / "a.gif")
     assert iio.imread(tmp_path / "a.gif", index=None)[0].min() > 200
 
 

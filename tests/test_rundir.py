@@ -1,9 +1,9 @@
-"""common/rundir.py: the run folder's files: atomic writes, refusals, clearing, history."""
+"""common/rundir.py and common/files.py: the out-dir, atomic writes, refusals, history."""
 
 
 import pytest
 
-from common import rundir
+from common import files, rundir
 
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
@@ -16,7 +16,7 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        rundir.atomic_write(path, broken)
+        files.atomic_write(path, broken)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]  # No temporary left.
 
@@ -52,7 +52,7 @@ def test_clear_run_deletes_only_run_outputs(tmp_path):
 def test_history_round_trip_drops_rows_after_checkpoint(tmp_path):
     rows = [{"epoch": e, "d_loss": 1.5, "g_loss": 0.5, "d_real": 0.6, "d_fake": 0.4,
              "images_per_sec": 100.0, "seconds": 2.0} for e in (1, 2, 3)]
-    rundir.write_history(tmp_path, rows)
-    assert rundir.read_history(tmp_path, 3) == rows
-    assert rundir.read_history(tmp_path, 2) == rows[:2]
-    assert rundir.read_history(tmp_path / "none", 5) == []
+    files.write_history(tmp_path, rows)
+    assert files.read_history(tmp_path, 3) == rows
+    assert files.read_history(tmp_path, 2) == rows[:2]
+    assert files.read_history(tmp_path / "none", 5) == []
