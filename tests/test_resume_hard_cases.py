@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common import checkpoints, files, rundir
+from common import rundir
+from common.checkpoints import epochs_of_checkpoints
+from common.files import read_history
 from conftest import (QUICK_FASHION_BATCH, QUICK_IMAGES, QUICK_STEPS, refused, run_main,
                       snapshot, write_idx_images)
 
@@ -29,11 +31,11 @@ def copy_of(tmp_path, straight_run):
 
 
 def kept_epochs(out):
-    return list(checkpoints.epochs_of_checkpoints(out / "checkpoints").values())
+    return list(epochs_of_checkpoints(out / "checkpoints").values())
 
 
 def history_epochs(out):
-    return [row["epoch"] for row in files.read_history(out, float("inf"))]
+    return [row["epoch"] for row in read_history(out, float("inf"))]
 
 
 def gif_frames(out):
@@ -58,7 +60,7 @@ def test_a_float16_run_resumes_in_float32_and_back(tmp_path, sample_images):
     result = run_main(SCRIPT, *flags, "--resume", "--epochs", 3, "--precision", "float16",
                       "--max-steps", 1)
     assert "after epoch 2" in result.stdout and history_epochs(out) == [1, 2, 3]
-    assert np.isfinite([row["d_loss"] for row in files.read_history(out, 3)]).all()
+    assert np.isfinite([row["d_loss"] for row in read_history(out, 3)]).all()
 
 
 # --- 2. The checkpoint list lost, or checkpoints copied without it ---------------------------
@@ -117,7 +119,7 @@ def test_adaptive_augmentation_can_be_turned_on_at_resume(copy_of, quick_train):
     out = copy_of()
     quick_train(SCRIPT, out, "--resume", "--epochs", 4, "--augment", "color",
                 "--augment-adaptive")
-    rows = files.read_history(out, 4)
+    rows = read_history(out, 4)
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4] and "augment_p" in rows[3]
     latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
     assert any(name.startswith("augment_probability/")

@@ -23,7 +23,10 @@ import pytest
 import tensorflow as tf
 
 import train_fashion_mnist
-from common import checkpoints, files, rundir
+from common import rundir
+from common.checkpoints import (ROLLED_BACK, _checkpoint_number, epochs_of_checkpoints,
+                                remove_leftovers, roll_back)
+from common.files import HISTORY_COLUMNS, SAMPLE_PATTERN, sample_paths
 from conftest import (ENV, LATENT, LIMITED_ENV, QUICK_FASHION_BATCH, QUICK_STEPS, ROOT,
                       SCRIPTS, STRAIGHT_EPOCHS, optimizer_steps, refused, run_main,
                       script_module, snapshot)
@@ -67,7 +70,7 @@ def history_epochs(out):
     with open(out / "history.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     for row in rows:  # Every row parses, with finite numbers.
-        assert all(np.isfinite(float(row[name])) for name in files.HISTORY_COLUMNS), row
+        assert all(np.isfinite(float(row[name])) for name in HISTORY_COLUMNS), row
     return [int(row["epoch"]) for row in rows]
 
 
@@ -76,14 +79,14 @@ def gif_frames(out):
 
 
 def sample_epochs(out):
-    return [int(files.SAMPLE_PATTERN.match(path.name).group(1))
-            for path in files.sample_paths(out, 10**9)]
+    return [int(SAMPLE_PATTERN.match(path.name).group(1))
+            for path in sample_paths(out, 10**9)]
 
 
 def kept_checkpoints(out):
     """{checkpoint name: epochs it holds} that the state file lists, oldest first."""
     return {os.path.basename(path): done for path, done in
-            checkpoints.epochs_of_checkpoints(out / "checkpoints").items()}
+            epochs_of_checkpoints(out / "checkpoints").items()}
 
 
 def latest_epoch(out):
@@ -101,7 +104,7 @@ def run_files(out):
     set aside, nor TensorBoard's event files (one per process, named by time and host)."""
     files = {str(path.relative_to(out)) for path in out.rglob("*") if path.is_file()
              and path.name != rundir.LOCK_NAME
-             and path.relative_to(out).parts[0] not in (checkpoints.ROLLED_BACK, "tensorboard")}
+             and path.relative_to(out).parts[0] not in (ROLLED_BACK, "tensorboard")}
     return sorted(files | ({"tensorboard/"} if (out / "tensorboard").is_dir() else set()))
 
 
@@ -148,9 +151,9 @@ def unlisted_checkpoint_files(out):
     checkpoints = out / "checkpoints"
     if not checkpoints.is_dir():
         return []
-    newest = max(map(checkpoints._checkpoint_number, kept_checkpoints(out)), default=-1)
+    newest = max(map(_checkpoint_number, kept_checkpoints(out)), default=-1)
     return [str(path) for path in checkpoints.iterdir()
-            if checkpoints._checkpoint_number(path.name) > newest]
+            if _checkpoint_number(path.name) > newest]
 
 
 def assert_clean(out):
@@ -619,8 +622,8 @@ def test_roll_back_passes_over_checkpoints_whose_files_are_gone(tmp_path, capsys
     (out / "checkpoints" / "ckpt-2.index").unlink()  # Half deleted: the data file stays.
     assert kept_checkpoints(out) == {"ckpt-6": 3, "ckpt-8": 4}
     with pytest.raises(ValueError, match=r"has no checkpoint of epoch 1 \(kept epochs: 3, 4\)"):
-        checkpoints.roll_back(out, 1)
-    assert checkpoints.roll_back(out, 3) == str(out / "checkpoints" / "ckpt-6")
+        roll_back(out, 1)
+    assert roll_back(out, 3) == str(out / "checkpoints" / "ckpt-6")
     assert "rolled back to epoch 3" in capsys.readouterr().out
     assert tf.train.latest_checkpoint(str(out / "checkpoints")) == str(
         out / "checkpoints" / "ckpt-6")
@@ -721,16 +724,16 @@ def test_remove_leftovers_removes_what_killed_runs_leave_and_nothing_else(tmp_pa
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
     before = snapshot(out)
-    checkpoints.remove_leftovers(out)
+    remove_leftovers(out)
     after = snapshot(out)
     assert not (checkpoints / "ckpt-99_temp").exists()
     assert set(after) == {name for name in before
                           if out / name not in leftovers}, set(before) - set(after)
     assert all(after[name] == before[name] for name in after)
     assert kept_checkpoints(out) == {"ckpt-2": 1, "ckpt-4": 2}
-    checkpoints.remove_leftovers(out)  # Again: nothing more to do.
+    remove_leftovers(out)  # Again: nothing more to do.
     assert snapshot(out) == after
-    checkpoints.remove_leftovers(tmp_path / "empty")  # No run there yet: nothing to do.
+    remove_leftovers(tmp_path / "empty")  # No run there yet: nothing to do.
 
 
 @pytest.mark.parametrize("state", ["garbage {{{\n", ""])
@@ -740,7 +743,7 @@ def test_remove_leftovers_never_deletes_checkpoints_it_cannot_read_the_list_of(t
     (out / "checkpoints" / "checkpoint").write_text(state)
     (out / ".history.tmp-1.csv").write_text("x")
     try:
-        checkpoints.remove_leftovers(out)
+        remove_leftovers(out)
     except ValueError:
         pass  # Refusing is fine too; deleting the checkpoints is not.
     assert sorted(path.name for path in (out / "checkpoints").iterdir()) == [
@@ -753,7 +756,7 @@ def test_remove_leftovers_never_deletes_checkpoints_it_cannot_read_the_list_of(t
     ("ckpt-12_temp", -1), ("ckpt-notes.txt", -1), ("checkpoint", -1), ("my-ckpt-3.index", -1),
 ])
 def test_checkpoint_number(name, number):
-    assert checkpoints._checkpoint_number(name) == number
+    assert _checkpoint_number(name) == number
 
 
 @pytest.mark.parametrize("every, since_save, epoch, due", [
