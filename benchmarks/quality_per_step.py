@@ -36,6 +36,10 @@ SETTINGS = {
     "beta2": ["--beta-2", "0.99"],
     "ema_rampup": ["--ema-rampup", "0.05"],             # StyleGAN2's warm-up.
     "no_ema": ["--ema", "0"],                           # G's own samples.
+    "lr_4e-4": ["--lr", "4e-4"],                        # Both sides twice as fast.
+    "lr_8e-4": ["--lr", "8e-4"],
+    "g_fast": ["--lr-g", "4e-4"],                       # G twice D's rate (TTUR reversed).
+    "g_fast_8e-4": ["--lr-g", "8e-4"],
 }
 
 
@@ -75,6 +79,9 @@ def job(out_root, setting, seed, steps_list, data_dir, threads):
     if threads:
         env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
     for steps in steps_list:
+        if (out / "steps.json").exists() and json.loads(
+                (out / "steps.json").read_text())["steps"] >= steps:
+            continue  # Trained (and scored) that far by an earlier invocation.
         result = subprocess.run(
             [sys.executable, __file__, "--stage", str(out), str(steps), "--data-dir", data_dir,
              "--", *SETTINGS[setting], "--seed", str(seed)],
@@ -89,9 +96,10 @@ def job(out_root, setting, seed, steps_list, data_dir, threads):
         print(json.dumps(row), flush=True)
 
 
-def report(out_root, plot):
+def report(out_root, plot, only=None):
     import numpy as np
     rows = [json.loads(line) for line in (out_root / "scores.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if only is None or row["setting"] in only]
     settings = list(dict.fromkeys(row["setting"] for row in rows))
     steps = sorted({row["steps"] for row in rows})
     print("| setting | " + " | ".join(f"FCD at {step} steps" for step in steps) + " |")
@@ -102,8 +110,9 @@ def report(out_root, plot):
         for step in steps:
             values = [row["fcd"] for row in rows if row["setting"] == setting
                       and row["steps"] == step]
-            mean, spread = float(np.mean(values)), float(np.std(values))
-            cells.append(f"{mean:.2f} ± {spread:.2f} (n={len(values)})")
+            mean, spread = (float(np.mean(values)), float(np.std(values))) if values else (
+                float("nan"), float("nan"))
+            cells.append(f"{mean:.1f} ± {spread:.1f} (n={len(values)})" if values else "-")
             means.append(mean)
             spreads.append(spread)
         curves[setting] = (means, spreads)
@@ -126,7 +135,8 @@ def report(out_root, plot):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/quality_per_step"))
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    parser.add_argument("--settings", nargs="+", default=None, choices=SETTINGS,
+                        help="what to train (default: all); with --report, what to show")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, nargs="+", default=[117, 234, 469])
     parser.add_argument("--data-dir", default=FASHION)
@@ -140,13 +150,13 @@ def main():
                                args.data_dir)))
         return
     if args.report is not None:
-        report(args.out, args.report)
+        report(args.out, args.report, args.settings)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     threads = 1 if args.parallel > 1 else 0
     with ThreadPoolExecutor(args.parallel) as pool:
         for seed in args.seeds:
-            for setting in args.settings:
+            for setting in args.settings or SETTINGS:
                 pool.submit(job, args.out, setting, seed, sorted(args.steps), args.data_dir,
                             threads)
 

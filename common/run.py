@@ -35,24 +35,24 @@ import keras
 import tensorflow as tf
 
 from common.augment import AdaptiveProbability, augment, parse_policy, step_seed
+from common.checkpoints import (disk_errors_exit, prune_checkpoints, relist_checkpoints,
+                                resume_point, roll_back)
 from common.devices import (choose_jit, choose_policy, choose_strategy, describe, is_chief,
                             portable_copy, set_policy)
 from common.ema import copy_weights, restore, update_average
 from common.errors import exit_with, user_errors
+from common.files import (SAMPLE_PATTERN, atomic_write, load_args, read_history, sample_path,
+                          sample_paths, save_args, write_history)
 from common.flags import FIXED, add_common_arguments, merge_resumed_args, parse_args
-from common.noise import with_noise
+from common.gif import ProgressGif
+from common.image_data import image_batches
 from common.initialization import dcgan_init
 from common.losses import METRIC_NAMES
+from common.noise import with_noise
 from common.optimizers import learning_rates, make_adam
-from common.gif import ProgressGif
 from common.plotting import plot_d_probs, plot_losses, plot_quality, save_image_grid
 from common.progress import EpochLog, steps_per_epoch, write_tensorboard
 from common.quality import make_meter
-from common.image_data import image_batches
-from common.checkpoints import (disk_errors_exit, prune_checkpoints, relist_checkpoints,
-                                resume_point, roll_back)
-from common.files import (SAMPLE_PATTERN, atomic_write, load_args, read_history, sample_path,
-                          sample_paths, save_args, write_history)
 from common.rundir import clear_run, first_missing, prepare_out_dir, remove_new_out_dir
 
 SAMPLE_COUNT = 64  # Images in each sample grid (8x8), drawn from one fixed noise batch.
