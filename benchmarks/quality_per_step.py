@@ -2,18 +2,20 @@
 several seeds, scored by FCD on Fashion-MNIST's test images (held out from training).
 
 Usage:
-    python benchmarks/quality_per_step.py --out /tmp/qps --steps 117 234 469 \\
-        --seeds 0 1 2 --parallel 2 --settings default ttur init_dcgan beta2 ema_rampup
-    python benchmarks/quality_per_step.py --out /tmp/qps --report BENCHMARKS_plot.png
+    python benchmarks/quality_per_step.py --out /tmp/qps --steps 117 234 469 938 \\
+        --seeds 0 1 2 --parallel 2 --settings lr_2e-4 lr_4e-4
+    python benchmarks/quality_per_step.py --out /tmp/qps --report docs/quality_per_step.png
 
 Each (setting, seed) is one run in --out/SETTING-sSEED, trained on the 60,000 training
-images at the default batch (128: 469 steps an epoch) up to the first of --steps, scored, resumed (--resume
---max-steps) to the next, scored, and so on. A score is the FCD (common/quality.py's
-ClassifierMeter) of 10,000 samples of the run's generator.keras (the moving average,
-what a user gets) against the 10,000 test images. Each stage is its own process; with
---parallel 2 two run at once on one thread each (quality is the figure here, not speed).
-Every score is one JSON line in --out/scores.jsonl; --report prints mean ± standard
-deviation over the seeds per setting and step, and plots FCD against steps.
+images at the default batch (128: 469 steps an epoch) up to the first of --steps, scored,
+resumed (--resume --max-steps) to the next, scored, and so on; stages an earlier
+invocation reached are skipped, so a curve can be extended later. A score is the FCD
+(common/quality.py's ClassifierMeter) of 10,000 samples of the run's generator.keras
+(the moving average, what a user gets) against the 10,000 test images. Each stage is its
+own process; with --parallel 2 two run at once on one thread each (quality is the figure
+here, not speed). Every score is one JSON line in --out/scores.jsonl; --report prints mean
+± standard deviation (over seeds, population) per setting and step, and plots FCD against
+steps; --settings picks what it shows.
 Not part of the tests; the figures are in BENCHMARKS.md.
 """
 
@@ -36,7 +38,8 @@ SETTINGS = {
     "beta2": ["--beta-2", "0.99"],
     "ema_rampup": ["--ema-rampup", "0.05"],             # StyleGAN2's warm-up.
     "no_ema": ["--ema", "0"],                           # G's own samples.
-    "lr_4e-4": ["--lr", "4e-4"],                        # Both sides twice as fast.
+    "lr_2e-4": ["--lr", "2e-4"],                        # The default until 2026-12-03.
+    "lr_4e-4": ["--lr", "4e-4"],                        # Twice as fast: the default now.
     "lr_8e-4": ["--lr", "8e-4"],
     "g_fast": ["--lr-g", "4e-4"],                       # G twice D's rate (TTUR reversed).
     "g_fast_8e-4": ["--lr-g", "8e-4"],
@@ -115,16 +118,21 @@ def report(out_root, plot, only=None):
             cells.append(f"{mean:.1f} ± {spread:.1f} (n={len(values)})" if values else "-")
             means.append(mean)
             spreads.append(spread)
-        curves[setting] = (means, spreads)
+        curves[setting] = (means, spreads, max(
+            sum(row["setting"] == setting and row["steps"] == step for row in rows)
+            for step in steps))
         print(f"| {setting} {' '.join(SETTINGS.get(setting, []))} | " + " | ".join(cells) + " |")
     if plot:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         figure, axes = plt.subplots(figsize=(7, 4))
-        for setting, (means, spreads) in curves.items():
-            axes.errorbar(steps, means, yerr=spreads, marker=".", capsize=3, label=setting)
-        axes.set(xlabel="steps (batch 128; 469 an epoch)", ylabel="FCD to held-out test images (lower is better)",
+        for setting, (means, spreads, seeds) in curves.items():
+            label = f"{setting} {' '.join(SETTINGS.get(setting, []))}".strip()
+            axes.errorbar(steps, means, yerr=spreads, marker=".", capsize=3,
+                          label=f"{label}, {seeds} seed{'s' * (seeds > 1)}")
+        axes.set(xlabel="steps (batch 128; 469 an epoch)",
+                 ylabel="FCD to held-out test images (lower is better)",
                  title="Fashion-MNIST: quality against steps, mean ± sd over seeds")
         axes.grid(alpha=0.3)
         axes.legend()
