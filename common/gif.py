@@ -4,7 +4,7 @@ A run samples up to hundreds of epochs. The GIF shows at most `max_frames` of th
 by `gif_frames`; `ProgressGif` reads and palette-quantizes each shown sample once and keeps
 it LZW-encoded in memory, so rewriting the GIF after an epoch costs one new frame plus
 writing the file out, not re-encoding every frame so far. Written atomically
-(`common.rundir.atomic_write`), so a viewer or a kill never sees a half-written file.
+(`common.files.atomic_write`), so a viewer or a kill never sees a half-written file.
 """
 
 import io

@@ -1,7 +1,7 @@
 """Pictures of a run: sample grids and the loss, D(x) and quality curves (the progress GIF
 is common/gif.py).
 
-Every file here is written atomically (see `common.rundir.atomic_write`), so an image
+Every file here is written atomically (see `common.files.atomic_write`), so an image
 viewer, a notebook or a kill never sees a half-written file.
 """
 
