@@ -22,6 +22,21 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 LIMITED_ENV = {name: value for name, value in ENV.items() if not name.startswith("COVERAGE_")}
 
 
+# The longest tests that share no module-scoped run, started first: two workers finish
+# together when the long jobs go first (a suite's last minute is otherwise one worker on a
+# 100 s test while the other idles). Measured times: docs/reference.md#tests.
+LONG_FIRST = ("test_sigkill_at_random_moments_then_resume_finishes_every_epoch_once",
+              "test_eval_every_scores_epochs_into_history_plot_and_tensorboard",
+              "test_a_float16_run_resumes_in_float32_and_back",
+              "test_a_second_run_on_the_same_out_dir_is_refused_until_the_first_is_killed",
+              "test_ctrl_c_saves_do_not_push_out_epoch_checkpoints")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Stable: the long ones in LONG_FIRST's order, then the rest as collected.
+    items.sort(key=lambda item: (LONG_FIRST + (item.originalname,)).index(item.originalname))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ctrl_c_as_in_a_terminal():
     """A CI runner or `nohup ... &` may start the tests with SIGINT ignored or blocked, and
