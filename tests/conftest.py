@@ -34,7 +34,10 @@ LONG_FIRST = ("test_sigkill_at_random_moments_then_resume_finishes_every_epoch_o
 
 def pytest_collection_modifyitems(config, items):
     # Stable: the long ones in LONG_FIRST's order, then the rest as collected.
-    items.sort(key=lambda item: (LONG_FIRST + (item.originalname,)).index(item.originalname))
+    def rank(item):
+        name = getattr(item, "originalname", item.name)
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)
