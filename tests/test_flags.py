@@ -1,6 +1,7 @@
 """common/flags.py: the shared flags, their checks, and what --resume takes from args.json."""
 
 import argparse
+import shlex
 import sys
 
 import pytest
@@ -27,30 +28,40 @@ def test_parse_args_ignores_notebook_kernel_argv(monkeypatch):
     assert args.epochs == 5 and explicit == set()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
-    (["--batch-size", "-4"], "argument --batch-size: must be at least 1, got -4"),
-    (["--lr", "0"], "argument --lr: must be a finite number above 0"),
-    (["--lr", "nan"], "argument --lr: must be a finite number above 0"),
-    (["--epochs", "ten"], "argument --epochs: must be a whole number"),
-    (["--checkpoint-every", "2.5"], "argument --checkpoint-every: epochs must be whole"),
-    (["--checkpoint-every", "0m"], "argument --checkpoint-every: must be a number of epochs"),
-    (["--gif-frames", "1"], "argument --gif-frames: must be at least 2, got 1"),
-    (["--resume", "--overwrite"], "not allowed with argument"),
-    (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
-    (["--seed", str(2**40)], "argument --seed: must be at most 2,147,483,647, got 1,099,"),
-    (["--latent-dim", "100000000"], "argument --latent-dim: must be at most 4,096, got 100,"),
-    (["--eval-count", "1"], "argument --eval-count: must be at least 2, got 1"),
-    (["--epochs", "abc"], "argument --epochs: must be a whole number, got 'abc'"),
-    (["--checkpoint-every", "soon"], "or of minutes (e.g. 10m), got 'soon'"),
-    (["--out-dir", ""], "argument --out-dir: is empty; give a folder path"),
-    (["--data-dir", ""], "argument --data-dir: is empty; give a folder path"),
-    (["--augment-probability", "1.5"], "argument --augment-probability: must be from 0 to 1"),
-])
-def test_nonsense_flags_exit_with_one_error_line(argv, message, capsys):
+# A bad value of each kind of flag, as typed, and the words of its one-line error.
+BAD_FLAGS = {
+    # Not a whole number.
+    "--epochs ten": "argument --epochs: must be a whole number",
+    "--epochs abc": "argument --epochs: must be a whole number, got 'abc'",
+    # Below the least.
+    "--epochs 0": "argument --epochs: must be at least 1, got 0",
+    "--batch-size -4": "argument --batch-size: must be at least 1, got -4",
+    "--gif-frames 1": "argument --gif-frames: must be at least 2, got 1",
+    "--seed -1": "argument --seed: must be at least 0, got -1",
+    "--eval-count 1": "argument --eval-count: must be at least 2, got 1",
+    # Above the most.
+    "--seed 1099511627776": "argument --seed: must be at most 2,147,483,647, got 1,099,",
+    "--latent-dim 100000000": "argument --latent-dim: must be at most 4,096, got 100,",
+    # Rates and probabilities.
+    "--lr 0": "argument --lr: must be a finite number above 0",
+    "--lr nan": "argument --lr: must be a finite number above 0",
+    "--augment-probability 1.5": "argument --augment-probability: must be from 0 to 1",
+    # Intervals.
+    "--checkpoint-every 2.5": "argument --checkpoint-every: epochs must be whole",
+    "--checkpoint-every 0m": "argument --checkpoint-every: must be a number of epochs",
+    "--checkpoint-every soon": "or of minutes (e.g. 10m), got 'soon'",
+    # Folders, and flags that exclude each other.
+    "--out-dir ''": "argument --out-dir: is empty; give a folder path",
+    "--data-dir ''": "argument --data-dir: is empty; give a folder path",
+    "--resume --overwrite": "not allowed with argument",
+}
+
+
+@pytest.mark.parametrize("typed, message", BAD_FLAGS.items(), ids=list(BAD_FLAGS))
+def test_nonsense_flags_exit_with_one_error_line(typed, message, capsys):
     # One line naming the flag and pointing to --help, exit status 2: no usage block.
     with pytest.raises(SystemExit) as exit_info:
-        flags.parse_args(_parser(), argv)
+        flags.parse_args(_parser(), shlex.split(typed))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "usage:" not in err, err
