@@ -43,6 +43,8 @@ SETTINGS = {
     "lr_8e-4": ["--lr", "8e-4"],
     "g_fast": ["--lr-g", "4e-4"],                       # G twice D's rate (TTUR reversed).
     "g_fast_8e-4": ["--lr-g", "8e-4"],
+    "lr_8e-4_rampup": ["--lr", "8e-4", "--ema-rampup", "0.05"],  # The early samples.
+    "lr_8e-4_no_ema": ["--lr", "8e-4", "--ema", "0"],
 }
 
 
@@ -60,11 +62,12 @@ def stage(out, steps, flags, data_dir):
     if resuming:
         done = json.loads((out / "steps.json").read_text())["steps"]
     start = time.perf_counter()
-    train_fashion_mnist.main(["--data-dir", data_dir, "--out-dir", out, "--epochs", "1000",
-                              "--max-steps", steps - done, "--checkpoint-every", "1000",
-                              *(["--resume"] if resuming else flags)])
+    if done < steps:  # Else trained that far already, killed while scoring: score it.
+        train_fashion_mnist.main(["--data-dir", data_dir, "--out-dir", out, "--epochs", "1000",
+                                  "--max-steps", steps - done, "--checkpoint-every", "1000",
+                                  *(["--resume"] if resuming else flags)])
+        (out / "steps.json").write_text(json.dumps({"steps": steps}))
     seconds = time.perf_counter() - start
-    (out / "steps.json").write_text(json.dumps({"steps": steps}))
     test, _ = read_split(data_dir, "t10k")
     meter = quality.ClassifierMeter(test, 10000, out.parent / "test_features.npz")
     generator, latent_dim, _ = load_generator(out)
@@ -81,10 +84,12 @@ def job(out_root, setting, seed, steps_list, data_dir, threads):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     if threads:
         env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
+    scores = out_root / "scores.jsonl"
+    scored = {(row["setting"], row["seed"], row["steps"]) for row in map(
+        json.loads, scores.read_text().splitlines() if scores.exists() else [])}
     for steps in steps_list:
-        if (out / "steps.json").exists() and json.loads(
-                (out / "steps.json").read_text())["steps"] >= steps:
-            continue  # Trained (and scored) that far by an earlier invocation.
+        if (setting, seed, steps) in scored:
+            continue  # Trained and scored that far by an earlier invocation.
         result = subprocess.run(
             [sys.executable, __file__, "--stage", str(out), str(steps), "--data-dir", data_dir,
              "--", *SETTINGS[setting], "--seed", str(seed)],
