@@ -61,13 +61,14 @@ def stage(out, steps, flags, data_dir):
     done = 0
     if resuming:
         done = json.loads((out / "steps.json").read_text())["steps"]
-    start = time.perf_counter()
-    if done < steps:  # Else trained that far already, killed while scoring: score it.
+    seconds = None  # Trained that far already (killed while scoring): only score it.
+    if done < steps:
+        start = time.perf_counter()
         train_fashion_mnist.main(["--data-dir", data_dir, "--out-dir", out, "--epochs", "1000",
                                   "--max-steps", steps - done, "--checkpoint-every", "1000",
                                   *(["--resume"] if resuming else flags)])
         (out / "steps.json").write_text(json.dumps({"steps": steps}))
-    seconds = time.perf_counter() - start
+        seconds = round(time.perf_counter() - start, 1)
     test, _ = read_split(data_dir, "t10k")
     meter = quality.ClassifierMeter(test, 10000, out.parent / "test_features.npz")
     generator, latent_dim, _ = load_generator(out)
@@ -76,7 +77,7 @@ def stage(out, steps, flags, data_dir):
         rng = np.random.default_rng([int(value) % 2**32 for value in seed_pair])
         return rng.standard_normal((count, latent_dim)).astype(np.float32)
     return {"steps": steps, "fcd": meter.measure(generator, sample_noise)["fcd"],
-            "train_seconds": round(seconds, 1)}
+            "train_seconds": seconds}
 
 
 def job(out_root, setting, seed, steps_list, data_dir, threads):
