@@ -125,8 +125,9 @@ def epochs_of_checkpoints(checkpoints):
     return epochs
 
 
-def prune_checkpoints(checkpoints, keep):
-    """Delete all but the newest checkpoint and those of the last `keep` finished epochs.
+def prune_checkpoints(checkpoints, keep, also_keep=()):
+    """Delete all but the newest checkpoint, those of the last `keep` finished epochs and
+    those of the epochs in `also_keep` (the way back a training warning names).
 
     A Ctrl-C save is taken mid-epoch: it holds the finished epochs of the checkpoint before
     it (or none), so it is not one of an epoch and counts against no --keep-checkpoints;
@@ -138,7 +139,8 @@ def prune_checkpoints(checkpoints, keep):
         if epochs[path] > 0 and epochs[path] not in seen:
             ends.append(path)
         seen.add(epochs[path])
-    kept = [path for path in paths if path in ends[-keep:] or path == paths[-1]]
+    kept = [path for path in paths if path in ends[-keep:] or path == paths[-1]
+            or (path in ends and epochs[path] in also_keep)]
     if kept == paths:
         return
     import tensorflow as tf

@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 
 HISTORY_COLUMNS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_sec", "seconds")
-# Columns only some runs or epochs have: --augment-adaptive's p, and the scores of the
-# epochs scored with --eval-every (common/quality.py); empty in the other rows.
-OPTIONAL_COLUMNS = ("augment_p", "fcd", "fid", "kid", "swd")
+# Columns only some runs or epochs have: the health check's sample diversity and images
+# trained on (common/health.py; runs from before it lack them), --augment-adaptive's p, and
+# the scores of the epochs scored with --eval-every (common/quality.py); empty elsewhere.
+OPTIONAL_COLUMNS = ("diversity", "images", "augment_p", "fcd", "fid", "kid", "swd")
 # What sample_path writes; a hand-made epoch_1.png beside epoch_0001.png is not a sample.
 SAMPLE_PATTERN = re.compile(r"^epoch_(\d{4,})\.png$")
 
@@ -75,7 +76,8 @@ def read_history(out_dir, up_to_epoch):
         return []
     try:
         with open(path, newline="") as file:
-            rows = [{name: int(row[name]) if name == "epoch" else float(row[name])
+            rows = [{name: int(float(row[name])) if name in ("epoch", "images")
+                     else float(row[name])
                      for name in HISTORY_COLUMNS + OPTIONAL_COLUMNS if row.get(name)}
                     for row in csv.DictReader(file)]
         for number, row in enumerate(rows, 2):  # A cut-off row would break the plots later.

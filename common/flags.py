@@ -175,6 +175,10 @@ def add_common_arguments(parser, dataset, epochs, batch_size, lr, latent_dim,
                             "OUT_DIR/rolled_back/, not deleted")
     parser.add_argument("--keep-checkpoints", type=whole_number(1, 1000), default=3,
                         metavar="N", help="keep the last N checkpoints (default: %(default)s)")
+    parser.add_argument("--on-collapse", choices=("warn", "stop"), default="warn",
+                        help="when the health check sees training go wrong (D wins, mode "
+                             "collapse, divergence): warn and go on, or save and stop with "
+                             "exit status 1 (default: %(default)s)")
 
 
 def merge_resumed_args(args, explicit, saved, fixed=FIXED, parser=None):

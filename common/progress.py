@@ -60,7 +60,7 @@ class EpochLog:
 
     def summary(self, **extra):
         """Flush and return the epoch's history row (means over its steps, and `extra`
-        columns such as augment_p), after printing it as the epoch's line."""
+        columns such as augment_p); `print_row` prints it."""
         self.flush()
         seconds = time.perf_counter() - self.start
         means = self.totals / max(self.done, 1)
@@ -68,10 +68,13 @@ class EpochLog:
         row["images_per_sec"] = round(self.images / seconds, 1)
         row["seconds"] = round(seconds, 2)
         row.update(extra)
+        return row
+
+    def print_row(self, row, note=""):
+        """The epoch's line, in place of the bar; `note` (what has gone wrong) at its end."""
         if self.interactive:
             self.stream.write("\r\033[K")
-        print(format_row(row, self.epochs), file=self.stream, flush=True)
-        return row
+        print(format_row(row, self.epochs, note), file=self.stream, flush=True)
 
     def _draw(self, now):
         means = self.totals / max(self.done, 1)
@@ -102,13 +105,14 @@ def write_tensorboard(writer, row, grid=None):
     writer.flush()  # So TensorBoard shows the epoch now, not when the buffer fills.
 
 
-def format_row(row, epochs):
-    """The one fixed-format line printed per epoch."""
+def format_row(row, epochs, note=""):
+    """The one fixed-format line printed per epoch, `note` at its end when there is one."""
     width = len(str(epochs))
     return (f"epoch {row['epoch']:>{width}}/{epochs} | d_loss {row['d_loss']:.4f} | "
             f"g_loss {row['g_loss']:.4f} | D(x) {row['d_real']:.3f} | "
             f"D(G(z)) {row['d_fake']:.3f} | {row['images_per_sec']:.1f} img/s | "
-            f"{row['seconds']:.1f} s" + (f" | p {row['augment_p']:.3f}" if "augment_p" in row else ""))
+            f"{row['seconds']:.1f} s" + (f" | p {row['augment_p']:.3f}" if "augment_p" in row else "")
+            + (f" | {note}" if note else ""))
 
 
 def _interactive(stream):

@@ -19,7 +19,8 @@ the out-dir and its lock, --resume, --resume-from and --overwrite (common/rundir
 common/files.py, common/checkpoints.py);
 the checkpoint (both models, both optimizers, the generator's moving average, the
 augmentation strength, finished epochs, the fixed noise behind the sample grids); Ctrl-C
-and NaN stops; and what is written as an epoch closes. Every user error ends in one line
+and NaN stops; what is written as an epoch closes; and the health check that warns when
+training goes wrong (common/health.py). Every user error ends in one line
 `error: ...` and a non-zero exit, before anything of an earlier run is changed.
 """
 
@@ -35,8 +36,8 @@ import keras
 import tensorflow as tf
 
 from common.augment import AdaptiveProbability, augment, parse_policy, step_seed
-from common.checkpoints import (disk_errors_exit, prune_checkpoints, relist_checkpoints,
-                                resume_point, roll_back)
+from common.checkpoints import (disk_errors_exit, epochs_of_checkpoints, prune_checkpoints,
+                                relist_checkpoints, resume_point, roll_back)
 from common.devices import (choose_jit, choose_policy, choose_strategy, describe, is_chief,
                             portable_copy, set_policy)
 from common.ema import copy_weights, restore, update_average
@@ -45,6 +46,7 @@ from common.files import (SAMPLE_PATTERN, atomic_write, load_args, read_history,
                           sample_paths, save_args, write_history)
 from common.flags import FIXED, add_common_arguments, merge_resumed_args, parse_args
 from common.gif import ProgressGif
+from common.health import ADVICE, check, diversity, real_spread
 from common.image_data import image_batches
 from common.initialization import dcgan_init
 from common.losses import METRIC_NAMES
@@ -223,6 +225,9 @@ class Run:
                       if args.eval_every and self.chief else None)
         self.board = (tf.summary.create_file_writer(str(out_dir / "tensorboard"))
                       if args.tensorboard and self.chief else None)
+        # The health check's yardstick: how varied 64 real images are (common/health.py).
+        self.real_spread = real_spread(self.images, seed=args.seed)
+        self.warned, self.way_back = set(), set()  # Warnings said; the epochs they name.
         self.steps_taken, self.stopped = 0, False
         self.last_save = self.last_view = time.monotonic()
         self.first_epoch = done + 1
@@ -338,6 +343,14 @@ class Run:
                 self.adaptive.probability.numpy()), 4)} if self.adaptive else {}))
         except FloatingPointError as error:
             self._stop_at_nan(error)
+        # The fixed noise's samples: their variety goes in the row, the grid below.
+        samples = self.sampler(self.fixed_noise, training=False)
+        row["diversity"] = diversity(samples, self.real_spread)
+        row["images"] = (self.history[-1].get("images", 0) if self.history else 0) + \
+            self.epoch_log.images
+        problems = check(self.history + [row])
+        self.epoch_log.print_row(row, "; ".join(f"{kind.replace('_', ' ')} since epoch {since}"
+                                                for kind, since, _ in problems))
         if self.interrupt.requested:
             # Mid-epoch: epochs_done still counts finished epochs, so --resume runs this
             # epoch again from these weights.
@@ -355,20 +368,45 @@ class Run:
         with disk_errors_exit(self.out_dir, self.manager):
             grid = None
             if self.chief and (epoch % args.sample_every == 0 or stopping):
-                grid = save_image_grid(self.sampler(self.fixed_noise, training=False),
-                                       sample_path(self.out_dir, epoch))
+                grid = save_image_grid(samples, sample_path(self.out_dir, epoch))
                 self.gif.add(epoch, grid)
             if self.chief:
                 write_history(self.out_dir, self.history)
                 if self.board:
                     write_tensorboard(self.board, row, grid)
-            if stopping or epoch == self.first_epoch or self._save_due(epoch):
+            halt = self._warn(problems)
+            if stopping or halt or epoch == self.first_epoch or self._save_due(epoch):
                 self._save(view=True)
             elif self.chief and time.monotonic() - self.last_view >= VIEW_SECONDS:
                 self._draw()
+        if halt:
+            exit_with(f"{halt}; stopped (--on-collapse stop) after saving epoch {epoch}")
         if self.steps_taken == args.max_steps:
             print(f"stopped after --max-steps {args.max_steps}")
             self.stopped = True
+
+    def _warn(self, problems):
+        """One `warning:` line for each new trouble the health check found, naming the way
+        back (the newest checkpoint from before it), which is kept while the trouble lasts.
+        With --on-collapse stop, returns the first new one's line to stop with."""
+        kept = epochs_of_checkpoints(self.checkpoint_dir).values() if problems else ()
+        self.way_back, halt = set(), None
+        for kind, since, seen in problems:
+            before = [done for done in kept if 0 < done < since]
+            if before:
+                self.way_back.add(max(before))
+                back = (f"go back with --resume-from {max(before)} --out-dir {self.out_dir} "
+                        f"and other settings")
+            else:
+                back = f"no checkpoint from before epoch {since} is kept to go back to"
+            line = f"{seen} since epoch {since}: {ADVICE[kind]}; {back}"
+            if (kind, since) not in self.warned:
+                self.warned.add((kind, since))
+                if self.args.on_collapse == "stop":
+                    halt = halt or line
+                else:
+                    print(f"warning: {line}")
+        return halt
 
     def _save_due(self, epoch):
         number, unit = self.args.checkpoint_every
@@ -396,7 +434,7 @@ class Run:
             self.manager.save(
                 checkpoint_number=int(self.generator_optimizer.iterations.numpy()))
             # Every worker prunes its own folder (the others' are scratch, but fill a disk).
-            prune_checkpoints(self.checkpoint_dir, self.args.keep_checkpoints)
+            prune_checkpoints(self.checkpoint_dir, self.args.keep_checkpoints, self.way_back)
             # The manager lists what it saved; it reads the pruned list again.
             self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
                                                       max_to_keep=None)

@@ -59,10 +59,13 @@ def test_run_writes_every_output(two_epochs, tiny_data):
     for name in OUTPUTS + ("samples/epoch_0002.png",):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     lines = (out / "history.csv").read_text().splitlines()
-    assert lines[0] == "epoch,d_loss,g_loss,d_real,d_fake,images_per_sec,seconds"
+    assert lines[0] == ("epoch,d_loss,g_loss,d_real,d_fake,images_per_sec,seconds,"
+                        "diversity,images")
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
     row = dict(zip(lines[0].split(","), map(float, lines[2].split(","))))
     assert 0 < row["d_real"] < 1 and 0 < row["d_fake"] < 1 and row["images_per_sec"] > 0
+    # The health check's columns: the samples' variety, and 200 images trained on an epoch.
+    assert 0 < row["diversity"] < 2 and row["images"] == 400
     assert iio.imread(out / "progress.gif", index=None).shape[0] == 2
     assert iio.imread(out / "samples" / "epoch_0001.png").shape == (8 * 30 + 2, 8 * 30 + 2)
     for plot in ("losses.png", "d_probs.png"):

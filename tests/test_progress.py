@@ -20,6 +20,8 @@ def test_epoch_log_means_and_row(capsys):
     log.add(step(1.0, 2.0, 0.8, 0.2, 0.5, 128.0))
     log.add(step(3.0, 4.0, 0.6, 0.4, -0.5, 72.0))
     row = log.summary()
+    assert capsys.readouterr().out == ""  # The row first; the line once it is complete.
+    log.print_row(row)
     assert row["epoch"] == 2 and row["d_loss"] == 2.0 and row["g_loss"] == 3.0
     assert log.images == 200  # The step's image count rides along with its metrics.
     assert row["d_real"] == pytest.approx(0.7) and row["d_fake"] == pytest.approx(0.3)

@@ -656,7 +656,8 @@ def test_eval_every_without_weights_says_so_once_and_scores_fcd(tmp_path, quick_
     assert len(skipped) == 1 and "missing.h5" in skipped[0]
     assert skipped[0].endswith("scoring FCD instead")
     lines = (out / "history.csv").read_text().splitlines()
-    assert lines[0] == "epoch,d_loss,g_loss,d_real,d_fake,images_per_sec,seconds,fcd"
+    assert lines[0] == ("epoch,d_loss,g_loss,d_real,d_fake,images_per_sec,seconds,diversity,"
+                        "images,fcd")
     assert all(math.isfinite(float(line.split(",")[-1])) for line in lines[1:])
     assert (out / "generator.keras").is_file() and (out / "quality.png").stat().st_size > 0
     assert not (out / "inception_real.npz").exists()
