@@ -45,6 +45,8 @@ SETTINGS = {
     "g_fast_8e-4": ["--lr-g", "8e-4"],
     "lr_8e-4_rampup": ["--lr", "8e-4", "--ema-rampup", "0.05"],  # The early samples.
     "lr_8e-4_no_ema": ["--lr", "8e-4", "--ema", "0"],
+    "lr_8e-4_rampup_0.02": ["--lr", "8e-4", "--ema-rampup", "0.02"],  # Closer to G early.
+    "lr_8e-4_rampup_0.01": ["--lr", "8e-4", "--ema-rampup", "0.01"],
 }
 
 
@@ -76,8 +78,17 @@ def stage(out, steps, flags, data_dir):
     def sample_noise(count, seed_pair):
         rng = np.random.default_rng([int(value) % 2**32 for value in seed_pair])
         return rng.standard_normal((count, latent_dim)).astype(np.float32)
-    return {"steps": steps, "fcd": meter.measure(generator, sample_noise)["fcd"],
-            "train_seconds": seconds}
+    row = {"steps": steps, "fcd": meter.measure(generator, sample_noise)["fcd"],
+           "train_seconds": seconds}
+    if json.loads((out / "args.json").read_text()).get("ema"):
+        # The moving average never feeds back into training, so the same run's G is what
+        # --ema 0 would have given: scored beside it, a paired comparison for free.
+        import tensorflow as tf
+        own = train_fashion_mnist.make_generator(latent_dim)
+        newest = tf.train.latest_checkpoint(out / "checkpoints")
+        tf.train.Checkpoint(generator=own).restore(newest).expect_partial()
+        row["fcd_own"] = meter.measure(own, sample_noise)["fcd"]
+    return row
 
 
 def job(out_root, setting, seed, steps_list, data_dir, threads):

@@ -91,6 +91,13 @@ def _streaks(history):
     return streaks
 
 
+def onsets(history):
+    """{kind: the epoch its trouble began} for each kind the last row of `history` is in the
+    middle of, seen long enough to warn of or not yet: the run keeps a checkpoint from
+    before each, so the way back still exists when the warning comes."""
+    return {kind: rows[0]["epoch"] for kind, rows in _streaks(history).items() if rows}
+
+
 def check(history):
     """What has gone wrong by the last row of `history` (rows as in history.csv): a list of
     (kind, first epoch of it, what was seen), kinds "d_wins", "collapse", "divergence"."""
@@ -111,10 +118,16 @@ def check(history):
     return found
 
 
-# What helps, by kind: the line ends with it.
-ADVICE = {
-    "d_wins": "G gets little to learn from; with few images D may have memorised them: more "
-              "images or --augment help",
-    "collapse": "G draws few kinds of picture; a lower --lr, or --lr-g below --lr-d, helps",
-    "divergence": "a lower --lr helps",
-}
+# Fewer training images than this and a winning D has most likely memorised them.
+SMALL_DATA = 10000
+
+
+def advice(kind, image_count):
+    """What helps against `kind` of trouble, in a run that trains on `image_count` images."""
+    if kind == "d_wins" and image_count < SMALL_DATA:
+        return (f"with {image_count} training images D has likely memorised them; more "
+                f"images or --augment help")
+    return {"d_wins": "G cannot keep up with D; a higher --lr-g or a lower --lr-d helps",
+            "collapse": "G draws few kinds of picture; a lower --lr, or --lr-g below --lr-d, "
+                        "helps",
+            "divergence": "a lower --lr helps"}[kind]

@@ -46,7 +46,7 @@ from common.files import (SAMPLE_PATTERN, atomic_write, load_args, read_history,
                           sample_paths, save_args, write_history)
 from common.flags import FIXED, add_common_arguments, merge_resumed_args, parse_args
 from common.gif import ProgressGif
-from common.health import ADVICE, check, diversity, real_spread
+from common.health import advice, check, diversity, onsets, real_spread
 from common.image_data import image_batches
 from common.initialization import dcgan_init
 from common.losses import METRIC_NAMES
@@ -374,7 +374,7 @@ class Run:
                 write_history(self.out_dir, self.history)
                 if self.board:
                     write_tensorboard(self.board, row, grid)
-            halt = self._warn(problems)
+            halt = self._warn(problems, onsets(self.history))
             if stopping or halt or epoch == self.first_epoch or self._save_due(epoch):
                 self._save(view=True)
             elif self.chief and time.monotonic() - self.last_view >= VIEW_SECONDS:
@@ -385,21 +385,24 @@ class Run:
             print(f"stopped after --max-steps {args.max_steps}")
             self.stopped = True
 
-    def _warn(self, problems):
+    def _warn(self, problems, starting):
         """One `warning:` line for each new trouble the health check found, naming the way
-        back (the newest checkpoint from before it), which is kept while the trouble lasts.
-        With --on-collapse stop, returns the first new one's line to stop with."""
-        kept = epochs_of_checkpoints(self.checkpoint_dir).values() if problems else ()
-        self.way_back, halt = set(), None
+        back: the newest checkpoint from before it. That checkpoint is kept from pruning
+        while the trouble lasts, from its first epoch (`starting`: health.onsets), so it
+        still exists when the warning comes. With --on-collapse stop, returns the first new
+        trouble's line to stop with instead of printing it."""
+        kept = epochs_of_checkpoints(self.checkpoint_dir).values() if starting else ()
+        backs = {kind: max([done for done in kept if 0 < done < since], default=None)
+                 for kind, since in starting.items()}
+        self.way_back = {back for back in backs.values() if back is not None}
+        halt = None
         for kind, since, seen in problems:
-            before = [done for done in kept if 0 < done < since]
-            if before:
-                self.way_back.add(max(before))
-                back = (f"go back with --resume-from {max(before)} --out-dir {self.out_dir} "
+            if backs[kind] is not None:
+                back = (f"go back with --resume-from {backs[kind]} --out-dir {self.out_dir} "
                         f"and other settings")
             else:
                 back = f"no checkpoint from before epoch {since} is kept to go back to"
-            line = f"{seen} since epoch {since}: {ADVICE[kind]}; {back}"
+            line = f"{seen} since epoch {since}: {advice(kind, len(self.images))}; {back}"
             if (kind, since) not in self.warned:
                 self.warned.add((kind, since))
                 if self.args.on_collapse == "stop":

@@ -157,7 +157,8 @@ def test_tensorboard_has_each_epochs_numbers_and_grid(script, straight_run):
     events = read_events(out / "tensorboard")
     with open(out / "history.csv", newline="") as file:
         history = list(csv.DictReader(file))
-    for name in ("d_loss", "g_loss", "d_real", "d_fake", "images_per_sec", "seconds"):
+    for name in ("d_loss", "g_loss", "d_real", "d_fake", "images_per_sec", "seconds",
+                 "diversity", "images"):
         logged = events.Tensors(name)
         assert [event.step for event in logged] == epochs, name
         for event, row in zip(logged, history):

@@ -54,6 +54,8 @@ BAD_FLAGS = {
     "--out-dir ''": "argument --out-dir: is empty; give a folder path",
     "--data-dir ''": "argument --data-dir: is empty; give a folder path",
     "--resume --overwrite": "not allowed with argument",
+    # Choices.
+    "--on-collapse quit": "argument --on-collapse: invalid choice: 'quit' (choose from",
 }
 
 

@@ -59,3 +59,15 @@ def test_plots_are_pngs(tmp_path):
         picture = iio.imread(tmp_path / name)
         assert picture.ndim == 3 and picture.shape[0] > 100
         assert picture.std() > 10  # Something is drawn, not a blank canvas.
+
+
+def test_d_probs_draws_the_samples_diversity_where_the_history_has_it(tmp_path):
+    history = [{"epoch": e, "d_loss": 1.0, "g_loss": 2.0, "d_real": 0.7, "d_fake": 0.3}
+               for e in (1, 2, 3)]
+    plotting.plot_d_probs(history, tmp_path / "without.png")
+    plotting.plot_d_probs([{**row, "diversity": 1.4} for row in history],
+                          tmp_path / "with.png")
+    def green(name):  # tab:green, the diversity line's colour: (44, 160, 44).
+        picture = iio.imread(tmp_path / name)[..., :3].astype(int)
+        return int((np.abs(picture - (44, 160, 44)).sum(axis=-1) < 40).sum())
+    assert green("without.png") == 0 and green("with.png") > 100
