@@ -76,14 +76,18 @@ def read_history(out_dir, up_to_epoch):
         return []
     try:
         with open(path, newline="") as file:
-            rows = [{name: int(float(row[name])) if name in ("epoch", "images")
-                     else float(row[name])
-                     for name in HISTORY_COLUMNS + OPTIONAL_COLUMNS if row.get(name)}
-                    for row in csv.DictReader(file)]
-        for number, row in enumerate(rows, 2):  # A cut-off row would break the plots later.
-            missing = [name for name in HISTORY_COLUMNS if name not in row]
+            lines = list(csv.DictReader(file))
+        for number, line in enumerate(lines, 2):  # A cut-off row would break the plots later.
+            # An empty field is a score not taken that epoch; a field not there at all (None)
+            # is a row cut short.
+            missing = [name for name, value in line.items() if value is None] or [
+                name for name in HISTORY_COLUMNS if not line.get(name)]
             if missing:
                 raise ValueError(f"line {number} has no {', '.join(missing)}")
+        rows = [{name: int(float(line[name])) if name in ("epoch", "images")
+                 else float(line[name])
+                 for name in HISTORY_COLUMNS + OPTIONAL_COLUMNS if line.get(name)}
+                for line in lines]
         return [row for row in rows if row["epoch"] <= up_to_epoch]
     except (OSError, ValueError, KeyError, TypeError, csv.Error) as error:
         raise ValueError(f"cannot read {path} ({type(error).__name__}: "
