@@ -11,7 +11,9 @@ images at the default batch (128: 469 steps an epoch) up to the first of --steps
 resumed (--resume --max-steps) to the next, scored, and so on; stages an earlier
 invocation reached are skipped, so a curve can be extended later. A score is the FCD
 (common/quality.py's ClassifierMeter) of 10,000 samples of the run's generator.keras
-(the moving average, what a user gets) against the 10,000 test images. Each stage is its
+(the moving average, what a user gets) against the 10,000 test images; in a run with the
+average, its own generator (the checkpoint's "generator") is scored too, as fcd_own: the
+average never feeds back into training, so that is the same run without it. Each stage is its
 own process; with --parallel 2 two run at once on one thread each (quality is the figure
 here, not speed). Every score is one JSON line in --out/scores.jsonl; --report prints mean
 ± standard deviation (over seeds, population) per setting and step, and plots FCD against
@@ -120,6 +122,9 @@ def report(out_root, plot, only=None):
     import numpy as np
     rows = [json.loads(line) for line in (out_root / "scores.jsonl").read_text().splitlines()]
     rows = [row for row in rows if only is None or row["setting"] in only]
+    # A run's own generator, scored beside its average, is a row of "SETTING, G's own".
+    rows += [{**row, "setting": f"{row['setting']}, G's own", "fcd": row["fcd_own"]}
+             for row in rows if "fcd_own" in row]
     settings = list(dict.fromkeys(row["setting"] for row in rows))
     steps = sorted({row["steps"] for row in rows})
     print("| setting | " + " | ".join(f"FCD at {step} steps" for step in steps) + " |")
