@@ -84,7 +84,7 @@ def read_history(out_dir, up_to_epoch):
                 name for name in HISTORY_COLUMNS if not line.get(name)]
             if missing:
                 raise ValueError(f"line {number} has no {', '.join(missing)}")
-        rows = [{name: int(float(line[name])) if name in ("epoch", "images")
+        rows = [{name: int(line[name]) if name in ("epoch", "images")
                  else float(line[name])
                  for name in HISTORY_COLUMNS + OPTIONAL_COLUMNS if line.get(name)}
                 for line in lines]

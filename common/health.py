@@ -26,17 +26,20 @@ SETTLE_EPOCHS, DIVERGE_FACTOR, DIVERGE_ADD, DIVERGE_EPOCHS = 3, 2.0, 1.0, 2
 # Judged only after this many training images (see _warmed_up).
 WARMUP_IMAGES = 20000
 # The size images are compared at: fine detail is noise here; the layout is what varies.
-SIZE = 16
+COMPARE_SIZE = 16
 
 
-def spread(images, size=SIZE):
+def spread(images, size=COMPARE_SIZE):
     """Mean distance between two of `images` (N, H, W[, C], values in [-1, 1]), compared
-    at about size x size pixels, as the root mean square difference per pixel."""
+    at about size x size pixels, as the root mean square difference per pixel; None for
+    fewer than 2 images."""
     images = np.asarray(images, np.float32)
     if images.ndim == 3:
         images = images[..., None]
     count, height, width, channels = images.shape
-    # Average pooling to about size x size (28 px -> 14, 64 px -> 16).
+    if count < 2:
+        return None
+    # Average pooling by a whole factor: 64 px -> 16; 28 px, under twice `size`, stays whole.
     factor = max(1, min(height, width) // size)
     height, width = height // factor * factor, width // factor * factor
     pooled = images[:, :height, :width].reshape(
@@ -55,10 +58,17 @@ def real_spread(pixels, count=64, seed=0):
     return spread(np.asarray(pixels[np.sort(chosen)], np.float32) / 127.5 - 1.0)
 
 
+# Real images closer than this (per pixel, of a range of 2) are one picture repeated.
+SAME_PICTURE = 1e-3
+
+
 def diversity(samples, reference):
     """The samples' spread as a fraction of real images' (`reference`, from real_spread):
-    about 1 for samples as varied as the data, 0 when all are the same picture."""
-    return round(spread(samples) / max(reference, 1e-12), 4)
+    about 1 for samples as varied as the data, 0 when all are the same picture. None when
+    the real images give no yardstick (fewer than 2, or all the same picture)."""
+    if reference is None or reference < SAME_PICTURE:
+        return None
+    return round(spread(samples) / reference, 4)
 
 
 def _warmed_up(row):
@@ -67,28 +77,48 @@ def _warmed_up(row):
     return row.get("images", 0) >= WARMUP_IMAGES
 
 
-def _streaks(history):
-    """The rows of each kind of trouble at the end of `history`, oldest first."""
+def _limits(settled):
+    """The loss above which an epoch has left where the `settled` epochs were."""
+    if len(settled) < SETTLE_EPOCHS:
+        return {}
+    medians = {name: float(np.median([row[name] for row in settled]))
+               for name in ("d_loss", "g_loss")}
+    return {name: max(DIVERGE_FACTOR * median, median + DIVERGE_ADD)
+            for name, median in medians.items()}
+
+
+def _streaks_by_row(history):
+    """After each row of `history`, the rows of each kind of trouble ending there."""
     streaks = {"d_wins": [], "collapse": [], "divergence": []}
     best, settled = 0.0, []  # The best diversity so far; the healthy rows losses settled at.
     for row in history:
         wins = _warmed_up(row) and row["d_real"] > WIN_REAL and row["d_fake"] < WIN_FAKE
         variety = row.get("diversity")
+        # Below COLLAPSED only once warmed up; a fall by half once it had reached SETTLED,
+        # which an untrained generator's one blob never does.
         collapsed = variety is not None and (
             (_warmed_up(row) and variety < COLLAPSED)
             or (best >= SETTLED and variety < FELL_TO * best))
-        limits = {name: max(DIVERGE_FACTOR * median, median + DIVERGE_ADD)
-                  for name in ("d_loss", "g_loss")
-                  for median in [float(np.median([before[name] for before in settled]))]
-                  } if len(settled) >= SETTLE_EPOCHS else {}
-        diverged = any(row[name] > limit for name, limit in limits.items())
+        diverged = any(row[name] > limit for name, limit in _limits(settled).items())
         for kind, bad in (("d_wins", wins), ("collapse", collapsed), ("divergence", diverged)):
             streaks[kind] = streaks[kind] + [row] if bad else []
         if variety is not None:
             best = max(best, variety)
         if _warmed_up(row) and not diverged:
             settled.append(row)
-    return streaks
+        yield dict(streaks)
+
+
+def _streaks(history):
+    """The rows of each kind of trouble at the end of `history`, oldest first."""
+    last = {"d_wins": [], "collapse": [], "divergence": []}
+    for last in _streaks_by_row(history):
+        pass
+    return last
+
+
+# Epochs in a row a trouble lasts before it is said.
+LASTS = {"d_wins": WIN_EPOCHS, "collapse": COLLAPSE_EPOCHS, "divergence": DIVERGE_EPOCHS}
 
 
 def onsets(history):
@@ -96,6 +126,13 @@ def onsets(history):
     middle of, seen long enough to warn of or not yet: the run keeps a checkpoint from
     before each, so the way back still exists when the warning comes."""
     return {kind: rows[0]["epoch"] for kind, rows in _streaks(history).items() if rows}
+
+
+def past_warnings(history):
+    """{(kind, first epoch)} of every trouble `check` found at some row of `history`: what a
+    run with this history has warned of (a resumed run says each again at most once)."""
+    return {(kind, rows[0]["epoch"]) for streaks in _streaks_by_row(history)
+            for kind, rows in streaks.items() if len(rows) >= LASTS[kind]}
 
 
 def check(history):
@@ -107,7 +144,7 @@ def check(history):
         found.append(("d_wins", wins[0]["epoch"], f"D wins: D(x) {wins[-1]['d_real']:.3f} "
                                                   f"and D(G(z)) {wins[-1]['d_fake']:.3f}"))
     if len(collapse) >= COLLAPSE_EPOCHS:
-        best = max(row.get("diversity", 0) for row in history)
+        best = max(row.get("diversity") or 0 for row in history)
         found.append(("collapse", collapse[0]["epoch"],
                       f"mode collapse: the samples are {collapse[-1]['diversity']:.0%} as "
                       f"varied as real images (best {best:.0%})"))

@@ -46,7 +46,7 @@ from common.files import (SAMPLE_PATTERN, atomic_write, load_args, read_history,
                           sample_paths, save_args, write_history)
 from common.flags import FIXED, add_common_arguments, merge_resumed_args, parse_args
 from common.gif import ProgressGif
-from common.health import advice, check, diversity, onsets, real_spread
+from common.health import advice, check, diversity, onsets, past_warnings, real_spread
 from common.image_data import image_batches
 from common.initialization import dcgan_init
 from common.losses import METRIC_NAMES
@@ -227,7 +227,11 @@ class Run:
                       if args.tensorboard and self.chief else None)
         # The health check's yardstick: how varied 64 real images are (common/health.py).
         self.real_spread = real_spread(self.images, seed=args.seed)
-        self.warned, self.way_back = set(), set()  # Warnings said; the epochs they name.
+        # Troubles the resumed epochs warned of: said again once here, never stopped at again.
+        self.warned_before, self.warned = past_warnings(self.history), set()
+        # The checkpoints those warnings, and troubles not yet warned of, name: kept from
+        # pruning from now on (a Ctrl-C in the first epoch prunes too).
+        self.way_back = set(self._ways_back(onsets(self.history)).values()) - {None}
         self.steps_taken, self.stopped = 0, False
         self.last_save = self.last_view = time.monotonic()
         self.first_epoch = done + 1
@@ -345,9 +349,11 @@ class Run:
             self._stop_at_nan(error)
         # The fixed noise's samples: their variety goes in the row, the grid below.
         samples = self.sampler(self.fixed_noise, training=False)
-        row["diversity"] = diversity(samples, self.real_spread)
-        row["images"] = (self.history[-1].get("images", 0) if self.history else 0) + \
-            self.epoch_log.images
+        variety = diversity(samples, self.real_spread)
+        if variety is not None:  # None: the training images give no yardstick.
+            row["diversity"] = variety
+        images_before = self.history[-1].get("images", 0) if self.history else 0
+        row["images"] = images_before + self.epoch_log.images
         problems = check(self.history + [row])
         self.epoch_log.print_row(row, "; ".join(f"{kind.replace('_', ' ')} since epoch {since}"
                                                 for kind, since, _ in problems))
@@ -380,35 +386,50 @@ class Run:
             elif self.chief and time.monotonic() - self.last_view >= VIEW_SECONDS:
                 self._draw()
         if halt:
+            if not self.chief:
+                shutil.rmtree(self.checkpoint_dir, ignore_errors=True)  # Its scratch saves.
             exit_with(f"{halt}; stopped (--on-collapse stop) after saving epoch {epoch}")
         if self.steps_taken == args.max_steps:
             print(f"stopped after --max-steps {args.max_steps}")
             self.stopped = True
 
+    def _ways_back(self, starting):
+        """{kind: the newest kept checkpoint's epoch from before its trouble began, or None}
+        for the troubles `starting` ({kind: first epoch}: health.onsets) and every trouble
+        this run has warned of, kept or not."""
+        troubles = {**{(kind, since): kind for kind, since in self.warned_before | self.warned},
+                    **{(kind, since): kind for kind, since in starting.items()}}
+        kept = epochs_of_checkpoints(self.checkpoint_dir).values() if troubles else ()
+        return {trouble: max([done for done in kept if 0 < done < trouble[1]], default=None)
+                for trouble in troubles}
+
     def _warn(self, problems, starting):
         """One `warning:` line for each new trouble the health check found, naming the way
         back: the newest checkpoint from before it. That checkpoint is kept from pruning
-        while the trouble lasts, from its first epoch (`starting`: health.onsets), so it
-        still exists when the warning comes. With --on-collapse stop, returns the first new
-        trouble's line to stop with instead of printing it."""
-        kept = epochs_of_checkpoints(self.checkpoint_dir).values() if starting else ()
-        backs = {kind: max([done for done in kept if 0 < done < since], default=None)
-                 for kind, since in starting.items()}
-        self.way_back = {back for back in backs.values() if back is not None}
+        from the trouble's first epoch (`starting`: health.onsets) to the end of the run, so
+        it still exists when the warning comes and after. With --on-collapse stop, returns
+        the first new trouble's line to stop with instead of printing it."""
+        backs = self._ways_back(starting)
         halt = None
         for kind, since, seen in problems:
-            if backs[kind] is not None:
-                back = (f"go back with --resume-from {backs[kind]} --out-dir {self.out_dir} "
-                        f"and other settings")
+            back = backs[(kind, since)]
+            if back is not None:
+                way = (f"go back with --resume-from {back} --out-dir {self.out_dir} and other "
+                       f"settings")
             else:
-                back = f"no checkpoint from before epoch {since} is kept to go back to"
-            line = f"{seen} since epoch {since}: {advice(kind, len(self.images))}; {back}"
-            if (kind, since) not in self.warned:
-                self.warned.add((kind, since))
-                if self.args.on_collapse == "stop":
-                    halt = halt or line
-                else:
-                    print(f"warning: {line}")
+                way = f"no checkpoint from before epoch {since} is kept to go back to"
+            line = f"{seen} since epoch {since}: {advice(kind, len(self.images))}; {way}"
+            if (kind, since) in self.warned:
+                continue
+            self.warned.add((kind, since))
+            # A trouble the run had already stopped or warned at before --resume is said
+            # again, and training goes on: the user chose to continue past it.
+            if (self.args.on_collapse == "stop" and halt is None
+                    and (kind, since) not in self.warned_before):
+                halt = line
+            elif self.chief:
+                print(f"warning: {line}")
+        self.way_back = set(backs.values()) - {None}
         return halt
 
     def _save_due(self, epoch):

@@ -41,6 +41,15 @@ def test_diversity_is_about_one_for_real_images_and_zero_for_copies(sample_image
     assert health.real_spread(sample_images[:10], count=64) > 0  # Fewer than 64: all used.
 
 
+def test_no_yardstick_from_one_image_or_copies_of_one(sample_images):
+    assert health.real_spread(sample_images[:1]) is None  # No pair to measure.
+    assert health.spread(np.zeros((1, 28, 28))) is None
+    samples = sample_images[:64].astype(np.float32) / 127.5 - 1.0
+    assert health.diversity(samples, None) is None
+    same = health.real_spread(np.repeat(sample_images[:1], 64, axis=0))
+    assert same < 1e-6 and health.diversity(samples, same) is None  # Not a huge number.
+
+
 # --- check() on synthetic histories --------------------------------------------------------
 
 
@@ -83,6 +92,11 @@ def test_nothing_is_judged_during_the_warm_up():
     assert kinds(start) == []
     later = start + [healthy(epoch, d_real=0.99, d_fake=0.01) for epoch in range(9, 12)]
     assert kinds(later) == [("d_wins", 9)]
+    # A fall to half the best counts from the epoch the best reached SETTLED, warm-up or not:
+    # a blob never gets there.
+    early = [healthy(epoch, images=100, diversity=value)
+             for epoch, value in zip(range(1, 5), (0.5, 0.6, 0.2, 0.2))]
+    assert kinds(early) == [("collapse", 3)]
 
 
 def test_collapse_below_the_floor_or_to_half_the_best():
@@ -125,6 +139,16 @@ def test_the_check_reads_only_the_history_so_resume_keeps_its_state(tmp_path):
     again = read_history(tmp_path, len(history))  # What a resumed run starts from.
     assert health.check(again) == health.check(history)
     assert kinds(again) == [("d_wins", 5), ("collapse", 5)]
+
+
+def test_past_warnings_are_every_trouble_check_said_at_some_row():
+    history = [healthy(epoch) for epoch in range(1, 5)] + [
+        healthy(epoch, diversity=0.05) for epoch in (5, 6)] + [healthy(7)] + [
+        healthy(8, diversity=0.05)] + [healthy(epoch) for epoch in (9, 10)]
+    assert kinds(history) == []  # Over by the last row,
+    assert health.past_warnings(history) == {("collapse", 5)}  # but said at epoch 6;
+    assert health.onsets(history[:8]) == {"collapse": 8}  # epoch 8's, one epoch, never was.
+    assert health.past_warnings(history[:5]) == set()
 
 
 def test_advice_names_memorising_for_small_data_sets():
@@ -246,12 +270,91 @@ def test_a_healthy_run_is_quiet_and_a_diverging_one_is_seen_after_resume(
     # its epochs against them.
     result = run_main("train_fashion_mnist.py", "--resume", "--out-dir", out, "--epochs", 7,
                       "--lr", "0.05")
-    lines = warnings_of(result)
-    assert len(lines) == 1 and lines[0].startswith(
-        "warning: the losses left where they had settled"), result.stdout
+    # Such a learning rate may collapse G as well; the divergence is said once either way.
+    lines = [line for line in warnings_of(result)
+             if line.startswith("warning: the losses left where they had settled")]
+    assert len(lines) == 1, result.stdout
     assert "since epoch 5" in lines[0] and resume_from_of(lines[0]) == 4
     assert "a lower --lr helps" in lines[0]
     assert 4 in epochs_of_checkpoints(out / "checkpoints").values()
+
+
+# --- What the run does with a verdict (scripted, so each epoch's trouble is known) --------
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """`scripted({kind: epochs})`: the health check sees that kind of trouble at exactly
+    those epochs (check, onsets and past_warnings all read health._streaks_by_row)."""
+    def script(troubles):
+        def streaks_by_row(history):
+            streaks = {"d_wins": [], "collapse": [], "divergence": []}
+            for row in history:
+                for kind in streaks:
+                    bad = row["epoch"] in troubles.get(kind, ())
+                    streaks[kind] = streaks[kind] + [row] if bad else []
+                yield dict(streaks)
+        monkeypatch.setattr(health, "_streaks_by_row", streaks_by_row)
+    return script
+
+
+def interrupted_at_first_step(monkeypatch):
+    """Ctrl-C during the first step of the run: the real signal, to the loop's handler."""
+    import os
+    import signal
+    from common.run import Run
+    log = Run.log
+
+    def log_then_interrupt(self, metrics):
+        if self.steps_taken == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return log(self, metrics)
+    monkeypatch.setattr(Run, "log", log_then_interrupt)
+
+
+def test_a_warned_way_back_stays_after_the_trouble_and_through_a_ctrl_c_on_resume(
+        tmp_path, quick_data, scripted, monkeypatch):
+    from conftest import run_main
+    scripted({"collapse": {3, 4}})  # Said at epoch 4, since 3: back to 2; over at 5.
+    out = tmp_path / "run"
+    result = run_main("train_fashion_mnist.py", "--data-dir", quick_data, "--out-dir", out,
+                      "--epochs", 6, *FAST)
+    assert [resume_from_of(line) for line in warnings_of(result)] == [2], result.stdout
+    # Two healthy epochs later, --keep-checkpoints 1 still keeps the way back it named.
+    assert sorted(epochs_of_checkpoints(out / "checkpoints").values()) == [2, 6]
+    interrupted_at_first_step(monkeypatch)
+    again = run_main("train_fashion_mnist.py", "--resume", "--out-dir", out, "--epochs", 8,
+                     check=False)
+    assert again.returncode == 130, again.stderr
+    assert warnings_of(again) == []  # Over before the resume: nothing to say again.
+    assert 2 in epochs_of_checkpoints(out / "checkpoints").values()
+
+
+def test_on_collapse_stop_goes_on_past_what_it_stopped_at_and_says_all_it_sees(
+        tmp_path, quick_data, scripted):
+    from conftest import run_main
+    # A collapse from epoch 3 that lasts, then D winning from 7 and a divergence from 8,
+    # both said at epoch 9.
+    scripted({"collapse": set(range(3, 20)), "d_wins": {7, 8, 9}, "divergence": {8, 9}})
+    out = tmp_path / "run"
+    first = run_main("train_fashion_mnist.py", "--data-dir", quick_data, "--out-dir", out,
+                     "--epochs", 12, *FAST, "--on-collapse", "stop", check=False)
+    assert first.returncode == 1 and first.stderr.strip().endswith(
+        "stopped (--on-collapse stop) after saving epoch 4"), first.stderr
+    assert "mode collapse" in first.stderr and "since epoch 3" in first.stderr
+    # --resume (still --on-collapse stop, from args.json) goes on past that collapse: it
+    # is said once more, as a warning, and the next new trouble stops the run again.
+    again = run_main("train_fashion_mnist.py", "--resume", "--out-dir", out, check=False)
+    lines = warnings_of(again)
+    assert again.returncode == 1, again.stderr
+    assert len(lines) == 2 and "mode collapse" in lines[0] and "since epoch 3" in lines[0]
+    assert resume_from_of(lines[0]) == 2
+    # Epoch 9: D wins stops it; the divergence seen at the same epoch is said before.
+    assert lines[1].startswith("warning: the losses left") and "since epoch 8" in lines[1]
+    stop_line = again.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: D wins: .* since epoch 7: .*--resume-from 6 .*; stopped "
+                        r"\(--on-collapse stop\) after saving epoch 9", stop_line), stop_line
+    assert {2, 6, 7, 9} <= set(epochs_of_checkpoints(out / "checkpoints").values())
 
 
 # --- Every script writes the statistics -----------------------------------------------------

@@ -56,3 +56,8 @@ def test_history_round_trip_drops_rows_after_checkpoint(tmp_path):
     assert files.read_history(tmp_path, 3) == rows
     assert files.read_history(tmp_path, 2) == rows[:2]
     assert files.read_history(tmp_path / "none", 5) == []
+    # Counts are whole numbers: an epoch of 2.5 is a damaged file, not epoch 2.
+    text = (tmp_path / "history.csv").read_text()
+    (tmp_path / "history.csv").write_text(text.replace("\n2,", "\n2.5,"))
+    with pytest.raises(ValueError, match="cannot read .*history.csv"):
+        files.read_history(tmp_path, 3)
