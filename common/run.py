@@ -394,12 +394,12 @@ class Run:
             self.stopped = True
 
     def _ways_back(self, starting):
-        """{kind: the newest kept checkpoint's epoch from before its trouble began, or None}
+        """{(kind, since): the newest kept checkpoint's epoch from before `since`, or None}
         for the troubles `starting` ({kind: first epoch}: health.onsets) and every trouble
-        this run has warned of, kept or not."""
-        troubles = {**{(kind, since): kind for kind, since in self.warned_before | self.warned},
-                    **{(kind, since): kind for kind, since in starting.items()}}
-        kept = epochs_of_checkpoints(self.checkpoint_dir).values() if troubles else ()
+        this run has warned of. Read from the chief's folder, the one a user resumes from
+        (a non-chief worker's own folder is scratch)."""
+        troubles = self.warned_before | self.warned | set(starting.items())
+        kept = epochs_of_checkpoints(self.out_dir / "checkpoints").values() if troubles else ()
         return {trouble: max([done for done in kept if 0 < done < trouble[1]], default=None)
                 for trouble in troubles}
 
