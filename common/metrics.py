@@ -29,6 +29,28 @@ def frechet_distance(mean_a, covariance_a, mean_b, covariance_b):
     return float(max(value, 0.0))
 
 
+def frechet_distance_of_samples(samples_a, samples_b):
+    """frechet_distance of the Gaussians fitted to two (N, d) sample sets (their means and
+    np.cov covariances), without forming a d x d matrix when there are fewer samples than
+    dimensions: with X and Y the centred samples scaled by 1/sqrt(N - 1), the covariances
+    are X'X and Y'Y, and tr((A^1/2 B A^1/2)^1/2) is the sum of the singular values of Y X'
+    (the same non-zero eigenvalues). 100 samples of 2,048 features: a (100, 100) SVD for a
+    (2048, 2048) eigendecomposition."""
+    samples_a = np.asarray(samples_a, np.float64)
+    samples_b = np.asarray(samples_b, np.float64)
+    mean_a, mean_b = samples_a.mean(axis=0), samples_b.mean(axis=0)
+    if min(len(samples_a), len(samples_b)) >= samples_a.shape[1]:
+        return frechet_distance(mean_a, np.cov(samples_a, rowvar=False),
+                                mean_b, np.cov(samples_b, rowvar=False))
+    scaled_a = (samples_a - mean_a) / np.sqrt(len(samples_a) - 1)
+    scaled_b = (samples_b - mean_b) / np.sqrt(len(samples_b) - 1)
+    trace_sqrt = np.linalg.svd(scaled_b @ scaled_a.T, compute_uv=False).sum()
+    difference = mean_a - mean_b
+    value = (difference @ difference + np.sum(scaled_a ** 2) + np.sum(scaled_b ** 2)
+             - 2 * trace_sqrt)
+    return float(max(value, 0.0))
+
+
 def _psd_sqrt(matrix):
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
@@ -43,10 +65,7 @@ def pixel_fid(real, generated, components=20):
     center = real.mean(axis=0)
     _, _, directions = np.linalg.svd(real - center, full_matrices=False)
     basis = directions[:components].T
-    real_features, generated_features = (real - center) @ basis, (generated - center) @ basis
-    return frechet_distance(real_features.mean(axis=0), np.cov(real_features, rowvar=False),
-                            generated_features.mean(axis=0),
-                            np.cov(generated_features, rowvar=False))
+    return frechet_distance_of_samples((real - center) @ basis, (generated - center) @ basis)
 
 
 _BINOMIAL = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0  # The pyramid's 5-tap blur.

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from common.classifier import CLASSIFIER_FILE, IMAGE_SHAPE, load_features
 from common.errors import one_line
-from common.metrics import frechet_distance, sliced_wasserstein
+from common.metrics import frechet_distance_of_samples, sliced_wasserstein
 from common.files import atomic_write
 
 INCEPTION_SIZE = 299
@@ -71,23 +71,40 @@ def load_inception(weights="imagenet"):
     whatever the global one is (the scripts set mixed_bfloat16 first), which is restored.
     Raises WeightsUnavailable, a ValueError with a one-line message, when the weights
     cannot be had.
+
+    A model with weights from a file (or "imagenet") is built once per process and handed
+    out again while the file is unchanged: building it takes seconds, and a notebook that
+    trains again, or a resumed run, asks for the same one. Nothing changes its weights.
     """
+    key = None
     if weights not in ("imagenet", None):
         weights = str(Path(weights).expanduser())
         if not Path(weights).is_file():
             raise WeightsUnavailable(
                 f"InceptionV3 weights file {weights} does not exist; pass --inception-weights "
                 f"with the path of {WEIGHTS_FILE}, or 'imagenet' to download them")
+        status = Path(weights).stat()
+        key = (weights, status.st_size, status.st_mtime_ns)
+    elif weights == "imagenet":
+        key = ("imagenet",)
+    if key is not None and _inception_models.get("key") == key:
+        return _inception_models["model"]
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        return keras.applications.InceptionV3(
+        model = keras.applications.InceptionV3(
             include_top=False, pooling="avg", weights=weights,
             input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3))
     except Exception as error:  # No internet, a proxy, a bad or wrong file: all end here.
         raise WeightsUnavailable(_weights_advice(weights, error)) from None
     finally:
         keras.config.set_dtype_policy(previous)
+    if key is not None:  # One kept (about 90 MB): the last asked for.
+        _inception_models.update(key=key, model=model)
+    return model
+
+
+_inception_models = {}  # load_inception's: "key" (weights, file size, time) and "model".
 
 
 def _weights_advice(weights, error):
@@ -189,8 +206,7 @@ def fid(features_a, features_b):
     """Fréchet distance between Gaussians fitted to two (N, d) feature sets."""
     features_a = _as_features(features_a, "features_a")
     features_b = _as_features(features_b, "features_b")
-    return frechet_distance(features_a.mean(axis=0), np.cov(features_a, rowvar=False),
-                            features_b.mean(axis=0), np.cov(features_b, rowvar=False))
+    return frechet_distance_of_samples(features_a, features_b)
 
 
 def _cubic_kernel(x, y):

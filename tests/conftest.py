@@ -26,10 +26,10 @@ LIMITED_ENV = {name: value for name, value in ENV.items() if not name.startswith
 # together when the long jobs go first (a suite's last minute is otherwise one worker on a
 # 100 s test while the other idles). Measured times: docs/reference.md#tests.
 LONG_FIRST = ("test_sigkill_at_random_moments_then_resume_finishes_every_epoch_once",
+              "test_on_collapse_stop_in_two_workers_names_the_chiefs_way_back_in_both",
+              "test_ctrl_c_saves_do_not_push_out_epoch_checkpoints",
               "test_eval_every_scores_epochs_into_history_plot_and_tensorboard",
-              "test_a_float16_run_resumes_in_float32_and_back",
-              "test_a_second_run_on_the_same_out_dir_is_refused_until_the_first_is_killed",
-              "test_ctrl_c_saves_do_not_push_out_epoch_checkpoints")
+              "test_a_float16_run_resumes_in_float32_and_back")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -57,6 +57,39 @@ def run_process(script, *args, check=True, timeout=600, **options):
                **options}
     result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)],
                             capture_output=True, text=True, timeout=timeout, **options)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+_server = []  # This worker's process server, once a test has asked for it.
+
+
+def process_server():
+    """The worker's tests/process_server.py: TensorFlow and the scripts imported once, a
+    forked child for each process a test starts (~0.1 s where a new Python takes ~5 s)."""
+    if not _server:
+        from process_server import ProcessServer
+        _server.append(ProcessServer(ROOT, ENV))
+    return _server[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_process_server():
+    yield
+    if _server:
+        _server.pop().close()
+
+
+def run_forked(script, *args, check=True, timeout=600, preexec=None, env=None):
+    """Run ROOT/script with args (or "-m", a module and its args; or "-c", code and its) in
+    a fresh process forked from the process server, as `python script ...` would: for
+    promises about a process (its exit status, a kill, Ctrl-C, a resource limit) but not
+    about the lines a new Python prints first (run_process). `preexec`: a picklable
+    callable run in the child first (process_server.files_at_most)."""
+    argv = [str(ROOT / script) if script.endswith(".py") else script, *map(str, args)]
+    result = process_server().run(argv, timeout=timeout, env=env, preexec=preexec)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n"
                              f"{result.stderr}")
@@ -386,13 +419,13 @@ def quick_flags(quick_data, quick_folder):
 @pytest.fixture(scope="session")
 def quick_train(quick_flags):
     """quick_train(script, out, *flags): the script on its quick data, writing to `out`, in
-    this process; with preexec_fn (run in the child before it starts: resource limits), in a
-    fresh Python."""
-    def train(script, out, *flags, check=True, preexec_fn=None):
+    this process; with preexec (run in the child before it starts: resource limits), in a
+    process of its own (run_forked)."""
+    def train(script, out, *flags, check=True, preexec=None):
         argv = (*quick_flags(script), "--out-dir", out, *flags)
-        if preexec_fn is None:
+        if preexec is None:
             return run_main(script, *argv, check=check)
-        return run_process(script, *argv, check=check, preexec_fn=preexec_fn)
+        return run_forked(script, *argv, check=check, preexec=preexec)
     return train
 
 

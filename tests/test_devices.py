@@ -3,9 +3,9 @@ and two worker processes that must train exactly like one device."""
 
 import csv
 import json
+import re
 import socket
 import subprocess
-import sys
 import types
 
 import keras
@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from common import devices
-from conftest import ENV, ROOT, run_main
+from common.checkpoints import epochs_of_checkpoints
+from conftest import ENV, ROOT, process_server, run_forked, run_main
 
 MODEL_FILES = ("args.json", "checkpoints", "d_probs.png", "generator.keras", "history.csv",
                "losses.png", "progress.gif", "samples")
@@ -161,10 +162,9 @@ def test_precision_and_jit_runs_train_and_save(tmp_path, tiny_data, flags, line)
 
 def test_multiworker_without_tf_config_is_refused(tmp_path, tiny_data):
     env = {name: value for name, value in ENV.items() if name != "TF_CONFIG"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train_fashion_mnist.py"), "--data-dir", str(tiny_data),
-         "--out-dir", str(tmp_path / "run"), "--strategy", "multiworker"],
-        capture_output=True, text=True, env=env, timeout=300)
+    result = run_forked("train_fashion_mnist.py", "--data-dir", tiny_data,
+                        "--out-dir", tmp_path / "run", "--strategy", "multiworker",
+                        check=False, env=env, timeout=300)
     assert result.returncode != 0 and "needs TF_CONFIG" in result.stderr
     assert not (tmp_path / "run" / "args.json").exists()
 
@@ -172,7 +172,8 @@ def test_multiworker_without_tf_config_is_refused(tmp_path, tiny_data):
 # --- Several devices train like one --------------------------------------------------------
 
 # Two logical CPU devices stand in for two GPUs: they must be made before TensorFlow
-# starts, so this runs the script's main() from a small launcher.
+# starts, so this runs the script's main() from a small launcher, in a process of its own
+# (forked from the process server, which has imported TensorFlow but not started it).
 LAUNCHER = """
 import sys
 import tensorflow as tf
@@ -194,8 +195,7 @@ def animals_run(messy_folder, out, *flags):
 
 
 def launch(devices_count, args, check=True):
-    result = subprocess.run([sys.executable, "-c", LAUNCHER, str(devices_count), str(ROOT),
-                             *args], capture_output=True, text=True, env=ENV, timeout=600)
+    result = run_forked("-c", LAUNCHER, devices_count, ROOT, *args, check=False)
     assert result.returncode == 0 or not check, result.stdout + result.stderr
     return result
 
@@ -245,10 +245,10 @@ def test_two_worker_processes_train_like_one_and_write_one_run(tmp_path, messy_f
     for index in range(2):
         env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
                                                "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "train_animals.py"),
-             *animals_run(messy_folder, out, "--strategy", "multiworker")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path))
+        workers.append(process_server().popen(
+            [ROOT / "train_animals.py", *animals_run(messy_folder, out, "--strategy",
+                                                    "multiworker")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path))
     outputs = [worker.communicate(timeout=600) for worker in workers]
     for worker, (stdout, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stdout + stderr
@@ -262,3 +262,53 @@ def test_two_worker_processes_train_like_one_and_write_one_run(tmp_path, messy_f
     checkpoints = [path.name for path in (out / "checkpoints").iterdir()]
     assert sorted(checkpoints) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
     np.testing.assert_allclose(losses_of(out), losses_of(one_device_run), rtol=2e-3)
+
+
+# The health check with its verdicts scripted (as tests/test_health.py's `scripted`): a
+# mode collapse seen at exactly the epochs in argv[1], so both workers see the same.
+SCRIPTED_WORKER = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from common import health
+troubles = {kind: set(epochs) for kind, epochs in json.loads(sys.argv[1]).items()}
+def streaks_by_row(history):
+    streaks = {"d_wins": [], "collapse": [], "divergence": []}
+    for row in history:
+        for kind in streaks:
+            streaks[kind] = streaks[kind] + [row] if row["epoch"] in troubles.get(kind, ()) else []
+        yield dict(streaks)
+health._streaks_by_row = streaks_by_row
+import train_animals
+train_animals.main(sys.argv[3:])
+"""
+
+
+def test_on_collapse_stop_in_two_workers_names_the_chiefs_way_back_in_both(
+        tmp_path, messy_folder):
+    # Two epochs on one device, then resumed on two workers, with a mode collapse from epoch
+    # 3, said at 4: the way back, epoch 2, is in the chief's checkpoints/ only (worker 1's
+    # scratch folder is new in each run), and both workers must name it.
+    out = tmp_path / "run"
+    run_main("train_animals.py", *animals_run(messy_folder, out), "--max-steps", 20,
+             "--epochs", 2, "--checkpoint-every", 1, "--keep-checkpoints", 1,
+             "--on-collapse", "stop")
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                               "task": {"type": "worker", "index": index}})}
+        workers.append(process_server().popen(
+            ["-c", SCRIPTED_WORKER, json.dumps({"collapse": [3, 4, 5]}), ROOT, "--resume",
+             "--out-dir", out, "--epochs", 5, "--strategy", "multiworker"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path))
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 1, stdout + stderr
+        line = stderr.strip().splitlines()[-1]
+        assert re.fullmatch(rf"error: mode collapse: .* since epoch 3: .*; go back with "
+                            rf"--resume-from 2 --out-dir {re.escape(str(out))} and other "
+                            rf"settings; stopped \(--on-collapse stop\) after saving epoch 4",
+                            line), line
+        assert "warning:" not in stdout
+    assert sorted(epochs_of_checkpoints(out / "checkpoints").values()) == [2, 4]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]

@@ -16,7 +16,7 @@ import pytest
 
 from common.download import (Folder, KaggleDataset, add_download_argument, describe,
                              find_folder, resolve_data_dir)
-from conftest import ROOT, run_main
+from conftest import ROOT, process_server, run_main
 from fake_kaggle import FakeKaggle, make_zip
 
 pytest.importorskip("kagglehub")
@@ -357,13 +357,13 @@ SCRIPT_LAYOUTS = {"train_animals.py": AFHQ_LAYOUT, "train_faces.py": CELEBA_LAYO
 
 
 def run_in(folder, script, *flags, **environment):
-    """`python script flags` in a fresh Python from `folder` (where the script's default
-    data folder is missing), with this test's fake Kaggle and cache in the environment: the
-    first lines a user sees on a fresh machine."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), "--batch-size", "2", "--max-steps", "1", *flags],
-        capture_output=True, text=True, cwd=folder, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **environment})
+    """`python script flags` in a process of its own from `folder` (where the script's
+    default data folder is missing), with this test's fake Kaggle and cache in the
+    environment: the first lines a user sees on a fresh machine."""
+    return process_server().run(
+        [ROOT / script, "--batch-size", "2", "--max-steps", "1", *flags], cwd=folder,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1",
+             **environment})
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPT_LAYOUTS))

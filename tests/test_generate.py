@@ -1,8 +1,6 @@
 """common/generate.py as a user runs it: grids, single PNGs, latent walks, and bad input."""
 
 import json
-import subprocess
-import sys
 
 import imageio.v3 as iio
 import keras
@@ -11,12 +9,12 @@ import pytest
 
 from common.generate import draw_noise, latent_walk, lerp, main, slerp
 from common.plotting import image_grid
-from conftest import ENV, ROOT
+from conftest import ROOT, run_forked
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "common.generate", *map(str, args)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    """`python -m common.generate args` in a process of its own."""
+    return run_forked("-m", "common.generate", *args, check=False, timeout=300)
 
 
 def save_run(folder, model, **saved):

@@ -2,21 +2,18 @@
 argparse-style error line naming the limit, and large allowed values stream in batches."""
 
 import json
-import subprocess
-import sys
 import tracemalloc
 
 import keras
 import pytest
 
 import common.generate as generate
-from conftest import ENV, ROOT
+from conftest import run_forked
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "common.generate", *map(str, args)],
-                          cwd=ROOT, env={**ENV, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                          capture_output=True, text=True, timeout=300)
+    """`python -m common.generate args` in a process of its own."""
+    return run_forked("-m", "common.generate", *args, check=False, timeout=300)
 
 
 @pytest.fixture(scope="module")

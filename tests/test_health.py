@@ -258,6 +258,28 @@ def test_a_generator_that_ignores_its_noise_is_a_collapse(tmp_path, quick_data, 
     assert [row["diversity"] for row in read_history(out, 4)] == [0.0] * 4
 
 
+def test_copies_of_one_image_give_no_yardstick_so_no_collapse_is_judged(
+        tmp_path, sample_images, monkeypatch):
+    import train_fashion_mnist
+    from conftest import run_main, write_idx_images
+    # The generator of the test above, whose collapse is warned of against real images;
+    # here every training image is the same picture, so there is nothing to compare with.
+    monkeypatch.setattr(health, "COLLAPSED", 0.02)
+    monkeypatch.setattr(health, "WARMUP_IMAGES", 0)
+    ignores_its_noise(monkeypatch, train_fashion_mnist)
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    write_idx_images(data / "train-images-idx3-ubyte.gz",
+                     np.repeat(sample_images[:1], QUICK_STEPS * QUICK_FASHION_BATCH, axis=0))
+    result = run_main("train_fashion_mnist.py", "--data-dir", data, "--epochs", 3, *FAST,
+                      "--out-dir", out)
+    assert "collapse" not in result.stdout, result.stdout
+    history = read_history(out, 3)
+    assert len(history) == 3 and not [row for row in history if "diversity" in row]
+    assert "diversity" not in (out / "history.csv").read_text().splitlines()[0]
+    assert (out / "d_probs.png").stat().st_size > 0
+
+
 def test_a_healthy_run_is_quiet_and_a_diverging_one_is_seen_after_resume(
         tmp_path, quick_data, judged_from_the_start):
     from conftest import run_main
@@ -327,6 +349,31 @@ def test_a_warned_way_back_stays_after_the_trouble_and_through_a_ctrl_c_on_resum
                      check=False)
     assert again.returncode == 130, again.stderr
     assert warnings_of(again) == []  # Over before the resume: nothing to say again.
+    assert 2 in epochs_of_checkpoints(out / "checkpoints").values()
+
+
+def test_a_trouble_begun_but_not_yet_warned_of_keeps_its_way_back_through_a_ctrl_c(
+        tmp_path, quick_data, scripted, monkeypatch):
+    from common.run import Run
+    from conftest import run_main
+    scripted({"collapse": {3, 4, 5}})  # Begins at epoch 3, is said at 4: back to 2.
+    out = tmp_path / "run"
+    first = run_main("train_fashion_mnist.py", "--data-dir", quick_data, "--out-dir", out,
+                     "--epochs", 3, *FAST)
+    assert warnings_of(first) == []  # Not yet said ...
+    # ... but its way back is kept already, past --keep-checkpoints 1.
+    assert sorted(epochs_of_checkpoints(out / "checkpoints").values()) == [2, 3]
+    log = Run.log
+    interrupted_at_first_step(monkeypatch)
+    stopped = run_main("train_fashion_mnist.py", "--resume", "--out-dir", out, "--epochs", 6,
+                       check=False)
+    assert stopped.returncode == 130 and warnings_of(stopped) == [], stopped.stderr
+    assert 2 in epochs_of_checkpoints(out / "checkpoints").values()  # The Ctrl-C save kept it.
+    monkeypatch.setattr(Run, "log", log)
+    finished = run_main("train_fashion_mnist.py", "--resume", "--out-dir", out, "--epochs", 6)
+    lines = warnings_of(finished)
+    assert len(lines) == 1 and "since epoch 3" in lines[0], finished.stdout
+    assert resume_from_of(lines[0]) == 2
     assert 2 in epochs_of_checkpoints(out / "checkpoints").values()
 
 

@@ -3,7 +3,6 @@ the step's metrics."""
 
 import math
 
-import numpy as np
 import pytest
 import tensorflow as tf
 

@@ -7,6 +7,7 @@ import pytest
 from common.metrics import (
     _blur,
     frechet_distance,
+    frechet_distance_of_samples,
     laplacian_pyramid,
     pixel_fid,
     sliced_wasserstein,
@@ -20,6 +21,21 @@ def test_frechet_distance_closed_form():
     expected = 9.0 + (2 - 1) ** 2 + (1 - 3) ** 2
     assert frechet_distance(mean_a, a, mean_b, b) == pytest.approx(expected)
     assert frechet_distance(mean_a, a, mean_a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("count_a, count_b", [(12, 30), (30, 12), (40, 40), (300, 200)])
+def test_frechet_distance_of_samples_is_that_of_their_means_and_covariances(count_a, count_b):
+    # Fewer samples than the 64 dimensions (the singular-value route) and more (the
+    # covariances'): the same number as from np.cov, for correlated, shifted samples.
+    rng = np.random.default_rng(count_a)
+    mixing = rng.normal(size=(64, 64))
+    a = rng.normal(size=(count_a, 64)) @ mixing
+    b = rng.normal(size=(count_b, 64)) @ mixing.T * 0.7 + 0.3
+    expected = frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0),
+                                np.cov(b, rowvar=False))
+    assert expected > 1
+    assert frechet_distance_of_samples(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance_of_samples(a, a) == pytest.approx(0.0, abs=1e-6 * expected)
 
 
 def test_pixel_fid_is_small_for_same_data_and_large_for_different():

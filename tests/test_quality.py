@@ -5,8 +5,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import keras
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 
 from common import evaluate, quality
-from conftest import ENV, FASHION_SAMPLE, QUICK_FASHION_BATCH, QUICK_IMAGES, ROOT, run_main
+from conftest import FASHION_SAMPLE, QUICK_FASHION_BATCH, QUICK_IMAGES, run_forked, run_main
 
 # --- FID on Gaussians with a known answer -------------------------------------------------
 
@@ -199,6 +197,27 @@ def test_unreadable_weights_file_is_a_one_line_value_error(tmp_path):
     broken.write_bytes(b"not an h5 file\n" * 100)
     message = one_line_error(lambda: quality.load_inception(broken))
     assert "cannot load InceptionV3 weights from" in message and "broken.weights.h5" in message
+
+
+def test_a_weights_file_is_loaded_once_until_it_changes(tmp_path, monkeypatch):
+    import os
+    built = []
+
+    def build(**options):  # Keras' InceptionV3, as load_inception calls it: counted.
+        built.append(options["weights"])
+        return object()
+    monkeypatch.setattr(quality.keras.applications, "InceptionV3", build)
+    monkeypatch.setattr(quality, "_inception_models", {})
+    path = tmp_path / "inception.weights.h5"
+    path.write_bytes(b"weights")
+    first = quality.load_inception(path)
+    assert quality.load_inception(path) is first and built == [str(path)]  # A resume's ask.
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    second = quality.load_inception(path)  # Changed on disk: built again.
+    assert second is not first and built == [str(path)] * 2
+    assert quality.load_inception(path) is second
+    assert quality.load_inception(None) is not quality.load_inception(None)  # Random: new.
+    assert built == [str(path)] * 2 + [None] * 2
 
 
 def test_failed_download_is_a_one_line_value_error_and_keeps_the_policy(monkeypatch):
@@ -408,7 +427,7 @@ def sample_noise(count, seed):
 
 
 def test_meter_scores_real_looking_samples_better_than_noise(inception, real_pixels, tmp_path):
-    # Each FID of 2048-long features costs seconds on a small CPU: two scores only.
+    # InceptionV3 on 299x299 images is most of this test's time: 48 images a set.
     # Real images: the meter's 48 come from the first 1,000, the generator's from the rest.
     meter = quality.QualityMeter(real_pixels[:1000], 48, tmp_path / "cache.npz",
                                  model=inception.model, seed=0, batch_size=24)
@@ -455,12 +474,11 @@ def fashion_run(fashion_sample_run, tmp_path_factory):
 
 
 def run_evaluate(*args, fresh_process=False):
-    """`python -m common.evaluate args`: in this process through its main(), or in a new
-    Python where the promise is about the command itself."""
+    """`python -m common.evaluate args`: in this process through its main(), or in a
+    process of its own where the promise is about the command itself."""
     if not fresh_process:
         return run_main("common.evaluate", *args, check=False)
-    return subprocess.run([sys.executable, "-m", "common.evaluate", *map(str, args)],
-                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+    return run_forked("-m", "common.evaluate", *args, check=False)
 
 
 def error_line(result):

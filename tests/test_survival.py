@@ -7,7 +7,6 @@ import csv
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -27,9 +26,10 @@ from common import rundir
 from common.checkpoints import (ROLLED_BACK, _checkpoint_number, epochs_of_checkpoints,
                                 remove_leftovers, roll_back)
 from common.files import HISTORY_COLUMNS, SAMPLE_PATTERN, sample_paths
-from conftest import (ENV, LATENT, LIMITED_ENV, QUICK_FASHION_BATCH, QUICK_STEPS, ROOT,
-                      SCRIPTS, STRAIGHT_EPOCHS, optimizer_steps, refused, run_main,
-                      script_module, snapshot)
+from conftest import (LATENT, QUICK_FASHION_BATCH, QUICK_STEPS, ROOT, SCRIPTS,
+                      STRAIGHT_EPOCHS, optimizer_steps, process_server, refused, run_forked,
+                      run_main, script_module, snapshot)
+from process_server import files_at_most
 
 SCRIPT = "train_fashion_mnist.py"
 STEPS = QUICK_STEPS  # Per epoch on quick data: 32 images at batch 16, or 24 at batch 12.
@@ -50,11 +50,11 @@ def train(data, out, *flags, check=True):
 
 
 def start(data, out, *flags, output=subprocess.DEVNULL):
-    """The script in a child process that the test can stop or kill at any moment."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / SCRIPT), *data_flags(data), "--out-dir", str(out),
-         *map(str, flags)], stdout=output, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
-        text=True)
+    """The script in a process of its own that the test can stop or kill at any moment
+    (forked from the process server: conftest.process_server)."""
+    return process_server().popen(
+        [ROOT / SCRIPT, *data_flags(data), "--out-dir", out, *flags], stdout=output,
+        stderr=subprocess.STDOUT)
 
 
 def error_line(result):
@@ -363,15 +363,6 @@ def test_a_second_roll_back_keeps_the_first_ones_files_apart(tmp_path, rolled_ba
     assert snapshot(out) == files
 
 
-def files_at_most(size):
-    """preexec_fn: every file the child writes stops at `size` bytes, like a full disk.
-    Writes past it fail with EFBIG, in Python and in TensorFlow's C++ alike."""
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Fail the write, don't kill.
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-    return limit
-
-
 # The sizes an epoch's writes need: a sample grid about 27 KB (28px) or 300-500 KB (64px),
 # generator.keras about 10 MB (28px) or 15 MB (64px), the checkpoint about 46 MB or 94 MB
 # (with the EMA generator). So the same limits stop every script at the same write: each
@@ -388,7 +379,7 @@ def test_full_disk_mid_run_keeps_the_last_good_checkpoint_and_resume_ends_as_unb
     out = copy_run(rolled_back(script)[0], tmp_path / "run")  # Epochs 1 and 2 done.
     before = snapshot(out)
     result = quick_train(script, out, "--resume", "--epochs", STRAIGHT_EPOCHS, check=False,
-                         preexec_fn=files_at_most(size))
+                         preexec=files_at_most(size))
     line = error_line(result)
     assert line.startswith(
         f"error: cannot write to {out} (File too large); kept the last good checkpoint "
@@ -455,8 +446,7 @@ with disk_errors_exit(out, manager):
 
 def test_full_disk_while_recording_a_checkpoint_names_the_one_kept(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-c", RECORD_FAILS, str(out)], capture_output=True,
-                            text=True, env=LIMITED_ENV, cwd=ROOT, timeout=300)
+    result = run_forked("-c", RECORD_FAILS, out, check=False, timeout=300)
     line = error_line(result)
     checkpoints = out / "checkpoints"
     assert line.startswith(f"error: cannot write to {out} (File too large); kept the last good "
@@ -464,13 +454,6 @@ def test_full_disk_while_recording_a_checkpoint_names_the_one_kept(tmp_path):
     assert tf.train.latest_checkpoint(str(checkpoints)) == str(checkpoints / "ckpt-8")
     assert not list(checkpoints.glob("ckpt-9*")) and not temporaries(out)
     assert tf.train.load_variable(str(checkpoints / "ckpt-8"), EPOCHS_DONE) == 8
-
-
-def let_ctrl_c_through():
-    """Run in the child before exec: a CI runner may start us with SIGINT blocked or
-    ignored, and a child inherits both; a user's terminal never does that."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
@@ -482,11 +465,10 @@ def interrupted(module_folder, quick_flags):
     def get(script):
         if script not in made:
             out = module_folder / f"interrupted_{script[:-3]}"
-            process = subprocess.Popen(
-                [sys.executable, str(ROOT / script), *map(str, quick_flags(script)),
-                 "--out-dir", str(out), "--epochs", "30"], stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT,
-                preexec_fn=let_ctrl_c_through)
+            # Its child takes Ctrl-C as in a terminal, whatever the test runner ignores.
+            process = process_server().popen(
+                [ROOT / script, *quick_flags(script), "--out-dir", out, "--epochs", 30],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             lines = []
             try:
                 for line in process.stdout:  # Wait until an epoch has closed ...
