@@ -197,6 +197,8 @@ def _limit_file_size(size):
 
 
 def _serve(connection, root):
+    # [root, tests/]: the scripts, and this module for the preexecs a request may pickle.
+    assert sys.path[0] == os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, root)
     # Everything a script imports, imported once; nothing run (no op, no thread pool), so a
     # fork's child is as a new process after its imports.
@@ -212,7 +214,10 @@ def _serve(connection, root):
         for pidfd in [fd for fd in ready if fd in children]:
             pid, status = children.pop(pidfd)
             _, wait_status = os.waitpid(pid, 0)
-            os.write(status, STATUS.pack(os.waitstatus_to_exitcode(wait_status)))
+            try:
+                os.write(status, STATUS.pack(os.waitstatus_to_exitcode(wait_status)))
+            except OSError:
+                pass  # The test let go of it (its process gone): nobody to tell.
             os.close(status)
             os.close(pidfd)
         if connection in ready:
@@ -229,8 +234,9 @@ def _serve(connection, root):
             pid = os.fork()
             if pid == 0:
                 connection.close()
-                for pidfd in children:
+                for pidfd, (_, status) in children.items():  # Its siblings'.
                     os.close(pidfd)
+                    os.close(status)
                 _child(request, *fds)  # Never returns.
             os.close(fds[0])  # The child's stdout and stderr are the child's alone.
             os.close(fds[1])
@@ -253,6 +259,7 @@ def _child(request, stdout, stderr, status):
     # A terminal's Python: Ctrl-C raises KeyboardInterrupt, other signals do their default.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    del sys.path[:2]  # The server's own: the repository and tests/ (see _serve).
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
@@ -263,16 +270,16 @@ def _child(request, stdout, stderr, status):
         argv = request["argv"]
         if argv[0] == "-m":
             sys.argv = [argv[1], *argv[2:]]
-            sys.path[0] = os.getcwd()  # As `python -m` puts it.
+            sys.path.insert(0, os.getcwd())  # As `python -m` puts it.
             sys.modules.pop(argv[1], None)  # Else runpy warns that it was imported already.
             runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
         elif argv[0] == "-c":
             sys.argv = ["-c", *argv[2:]]
-            sys.path[0] = ""  # As `python -c` puts it: the working folder.
+            sys.path.insert(0, "")  # As `python -c` puts it: the working folder.
             exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
         else:
             sys.argv = list(argv)
-            sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
+            sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
             runpy.run_path(argv[0], run_name="__main__")
         code = 0
     except SystemExit as stop:

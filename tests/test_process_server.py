@@ -14,7 +14,7 @@ from process_server import files_at_most
 SHOW = """
 import json, os, sys
 print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "name": __name__,
-                  "marker": os.environ.get("MARKER"), "path0": sys.path[0]}))
+                  "marker": os.environ.get("MARKER"), "path": sys.path}))
 print("to stderr", file=sys.stderr)
 sys.exit(int(sys.argv[1]))
 """
@@ -26,8 +26,11 @@ def test_a_child_gets_its_arguments_environment_folder_and_exit_status(tmp_path)
                                   env={**ENV, "MARKER": "here"})
     seen = json.loads(result.stdout)
     assert result.returncode == 3 and result.stderr == "to stderr\n"
+    path = seen.pop("path")
     assert seen == {"argv": ["-c", "3", "x y"], "cwd": str(tmp_path), "name": "__main__",
-                    "marker": "here", "path0": ""}
+                    "marker": "here"}
+    # `python -c`'s path: the working folder first, not the server's folders.
+    assert path[0] == "" and str(ROOT) not in path and str(ROOT / "tests") not in path
     # The next child starts from the server's environment, not the last child's.
     assert json.loads(process_server().run(["-c", SHOW, 0]).stdout)["marker"] is None
 
@@ -61,7 +64,7 @@ def test_a_signal_ends_the_child_as_it_ends_a_process(signum):
 
 
 def test_ctrl_c_is_a_keyboard_interrupt_as_in_a_terminal():
-    code = ("import time\nprint('up', flush=True)\ntry:\n    time.sleep(60)\n"
+    code = ("import time\ntry:\n    print('up', flush=True)\n    time.sleep(60)\n"
             "except KeyboardInterrupt:\n    raise SystemExit(130)\n")
     child = process_server().popen(["-c", code], stdout=subprocess.PIPE)
     assert child.stdout.readline() == "up\n"
