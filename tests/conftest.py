@@ -17,9 +17,6 @@ sys.path.insert(0, str(ROOT))  # So tests can import the scripts and common/.
 
 # Quiet TensorFlow's start-up logging in the subprocesses; errors still show.
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-# For a child under a file-size limit (a full disk): measuring its coverage would fail
-# writing coverage.py's own data file there and print a traceback of its own.
-LIMITED_ENV = {name: value for name, value in ENV.items() if not name.startswith("COVERAGE_")}
 
 
 # The longest tests that share no module-scoped run, started first: two workers finish
@@ -50,11 +47,10 @@ def ctrl_c_as_in_a_terminal():
 
 
 def run_process(script, *args, check=True, timeout=600, **options):
-    """Run ROOT/script with args in a fresh Python, as `python script ...` would: only for
-    promises about a process (its exit status, the first lines it prints, a kill, Ctrl-C,
-    a resource limit). `options` go to subprocess.run (env, cwd, preexec_fn)."""
-    options = {"env": LIMITED_ENV if options.get("preexec_fn") else ENV, "cwd": ROOT,
-               **options}
+    """Run ROOT/script with args in a new Python, as `python script ...` would: only for
+    promises about what a new Python prints first (other promises about a process:
+    run_forked). `options` go to subprocess.run (env, cwd)."""
+    options = {"env": ENV, "cwd": ROOT, **options}
     result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)],
                             capture_output=True, text=True, timeout=timeout, **options)
     if check and result.returncode != 0:
