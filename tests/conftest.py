@@ -212,6 +212,19 @@ def flip_generator_loss(script, monkeypatch):
                         lambda fake_logits: -losses.generator_loss(fake_logits))
 
 
+def scripted_streaks(troubles):
+    """A stand-in for common.health._streaks_by_row that sees each kind of trouble
+    ({kind: epochs}) at exactly those epochs: the health check's verdicts, scripted."""
+    def streaks_by_row(history):
+        streaks = {"d_wins": [], "collapse": [], "divergence": []}
+        for row in history:
+            for kind in streaks:
+                bad = row["epoch"] in troubles.get(kind, ())
+                streaks[kind] = streaks[kind] + [row] if bad else []
+            yield dict(streaks)
+    return streaks_by_row
+
+
 def write_idx_images(path, images):
     """Write uint8 images (N, H, W) as an idx3 .gz file, the format Fashion-MNIST ships in."""
     images = np.asarray(images, np.uint8)

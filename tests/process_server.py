@@ -18,6 +18,7 @@ import-time variables differ from the server's, rather than run it as if they ap
 import os
 import pickle
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -86,7 +87,6 @@ class ForkedProcess:
             os.kill(self.pid, signum)
 
     def kill(self):
-        import signal
         self.send_signal(signal.SIGKILL)
 
 
@@ -188,7 +188,6 @@ def files_at_most(size):
 
 def _limit_file_size(size):
     import resource
-    import signal
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Fail the write, don't kill.
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
 
@@ -247,7 +246,6 @@ def _serve(connection, root):
 def _child(request, stdout, stderr, status):
     """Become `python ARGV` with the request's environment, folder and streams."""
     import runpy
-    import signal
     import traceback
     os.close(status)
     null = os.open(os.devnull, os.O_RDONLY)

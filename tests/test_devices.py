@@ -237,21 +237,27 @@ def free_ports(count):
     return ports
 
 
+def two_workers(argv, folder):
+    """`python argv` as worker 0 and worker 1 of a localhost cluster (TF_CONFIG), both run
+    from `folder`, each a process of its own: [(exit status, stdout, stderr)] of each."""
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    workers = [process_server().popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=folder,
+        env={**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                             "task": {"type": "worker", "index": index}})})
+        for index in range(2)]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    return [(worker.returncode, *output) for worker, output in zip(workers, outputs)]
+
+
 def test_two_worker_processes_train_like_one_and_write_one_run(tmp_path, messy_folder,
                                                                 one_device_run):
     out = tmp_path / "run"
-    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
-    workers = []
-    for index in range(2):
-        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
-                                               "task": {"type": "worker", "index": index}})}
-        workers.append(process_server().popen(
-            [ROOT / "train_animals.py", *animals_run(messy_folder, out, "--strategy",
-                                                    "multiworker")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path))
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (stdout, stderr) in zip(workers, outputs):
-        assert worker.returncode == 0, stdout + stderr
+    finished = two_workers([ROOT / "train_animals.py",
+                            *animals_run(messy_folder, out, "--strategy", "multiworker")],
+                           tmp_path)
+    for status, stdout, stderr in finished:
+        assert status == 0, stdout + stderr
         assert "MultiWorkerMirroredStrategy (2 replicas)" in stdout
     # One set of outputs, written by the chief (worker 0); worker 1's scratch checkpoints
     # are gone and it wrote nothing else, here or in its working folder.
@@ -264,20 +270,14 @@ def test_two_worker_processes_train_like_one_and_write_one_run(tmp_path, messy_f
     np.testing.assert_allclose(losses_of(out), losses_of(one_device_run), rtol=2e-3)
 
 
-# The health check with its verdicts scripted (as tests/test_health.py's `scripted`): a
-# mode collapse seen at exactly the epochs in argv[1], so both workers see the same.
+# The health check with its verdicts scripted (conftest.scripted_streaks): the troubles in
+# argv[1] seen at exactly those epochs, so both workers see the same.
 SCRIPTED_WORKER = """
-import json, sys
-sys.path.insert(0, sys.argv[2])
+import json, os, sys
+sys.path[:0] = [sys.argv[2], os.path.join(sys.argv[2], "tests")]
 from common import health
-troubles = {kind: set(epochs) for kind, epochs in json.loads(sys.argv[1]).items()}
-def streaks_by_row(history):
-    streaks = {"d_wins": [], "collapse": [], "divergence": []}
-    for row in history:
-        for kind in streaks:
-            streaks[kind] = streaks[kind] + [row] if row["epoch"] in troubles.get(kind, ()) else []
-        yield dict(streaks)
-health._streaks_by_row = streaks_by_row
+from conftest import scripted_streaks
+health._streaks_by_row = scripted_streaks(json.loads(sys.argv[1]))
 import train_animals
 train_animals.main(sys.argv[3:])
 """
@@ -292,18 +292,11 @@ def test_on_collapse_stop_in_two_workers_names_the_chiefs_way_back_in_both(
     run_main("train_animals.py", *animals_run(messy_folder, out), "--max-steps", 20,
              "--epochs", 2, "--checkpoint-every", 1, "--keep-checkpoints", 1,
              "--on-collapse", "stop")
-    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
-    workers = []
-    for index in range(2):
-        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
-                                               "task": {"type": "worker", "index": index}})}
-        workers.append(process_server().popen(
-            ["-c", SCRIPTED_WORKER, json.dumps({"collapse": [3, 4, 5]}), ROOT, "--resume",
-             "--out-dir", out, "--epochs", 5, "--strategy", "multiworker"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path))
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (stdout, stderr) in zip(workers, outputs):
-        assert worker.returncode == 1, stdout + stderr
+    finished = two_workers(["-c", SCRIPTED_WORKER, json.dumps({"collapse": [3, 4, 5]}), ROOT,
+                            "--resume", "--out-dir", out, "--epochs", 5, "--strategy",
+                            "multiworker"], tmp_path)
+    for status, stdout, stderr in finished:
+        assert status == 1, stdout + stderr
         line = stderr.strip().splitlines()[-1]
         assert re.fullmatch(rf"error: mode collapse: .* since epoch 3: .*; go back with "
                             rf"--resume-from 2 --out-dir {re.escape(str(out))} and other "

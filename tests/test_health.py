@@ -308,15 +308,10 @@ def test_a_healthy_run_is_quiet_and_a_diverging_one_is_seen_after_resume(
 def scripted(monkeypatch):
     """`scripted({kind: epochs})`: the health check sees that kind of trouble at exactly
     those epochs (check, onsets and past_warnings all read health._streaks_by_row)."""
+    from conftest import scripted_streaks
+
     def script(troubles):
-        def streaks_by_row(history):
-            streaks = {"d_wins": [], "collapse": [], "divergence": []}
-            for row in history:
-                for kind in streaks:
-                    bad = row["epoch"] in troubles.get(kind, ())
-                    streaks[kind] = streaks[kind] + [row] if bad else []
-                yield dict(streaks)
-        monkeypatch.setattr(health, "_streaks_by_row", streaks_by_row)
+        monkeypatch.setattr(health, "_streaks_by_row", scripted_streaks(troubles))
     return script
 
 
