@@ -23,6 +23,13 @@ COLLAPSED, SETTLED, FELL_TO, COLLAPSE_EPOCHS = 0.15, 0.4, 0.5, 2
 # Divergence: after SETTLE_EPOCHS, a loss more than DIVERGE_FACTOR times (or DIVERGE_ADD
 # above) the median of the epochs before, for DIVERGE_EPOCHS epochs in a row.
 SETTLE_EPOCHS, DIVERGE_FACTOR, DIVERGE_ADD, DIVERGE_EPOCHS = 3, 2.0, 1.0, 2
+# Epochs in a row a trouble lasts before it is said.
+LASTS = {"d_wins": WIN_EPOCHS, "collapse": COLLAPSE_EPOCHS, "divergence": DIVERGE_EPOCHS}
+# A trouble long enough to be said that comes back within this many epochs of its last bad
+# one is the same trouble, not a new one: a D that wins by a little dips under the line now
+# and then (600 AFHQ cats: D won at epochs 165-170, 172, 177-179, 182, 184-185 and 193-207,
+# one trouble, which had been said three times; BENCHMARKS.md, "When training goes wrong").
+REJOIN_EPOCHS = 10
 # Judged only after this many training images (see _warmed_up).
 WARMUP_IMAGES = 20000
 # The size images are compared at: fine detail is noise here; the layout is what varies.
@@ -88,8 +95,10 @@ def _limits(settled):
 
 
 def _streaks_by_row(history):
-    """After each row of `history`, the rows of each kind of trouble ending there."""
+    """After each row of `history`, the rows of each kind of trouble ending there (a trouble
+    that returns within REJOIN_EPOCHS goes on from its earlier rows)."""
     streaks = {"d_wins": [], "collapse": [], "divergence": []}
+    said = {}  # Each kind's last streak long enough to be said, to the last bad row so far.
     best, settled = 0.0, []  # The best diversity so far; the healthy rows losses settled at.
     for row in history:
         wins = _warmed_up(row) and row["d_real"] > WIN_REAL and row["d_fake"] < WIN_FAKE
@@ -101,7 +110,15 @@ def _streaks_by_row(history):
             or (best >= SETTLED and variety < FELL_TO * best))
         diverged = any(row[name] > limit for name, limit in _limits(settled).items())
         for kind, bad in (("d_wins", wins), ("collapse", collapsed), ("divergence", diverged)):
-            streaks[kind] = streaks[kind] + [row] if bad else []
+            if not bad:
+                streaks[kind] = []
+                continue
+            back = said.get(kind) if not streaks[kind] else None
+            if back and row["epoch"] - back[-1]["epoch"] <= REJOIN_EPOCHS:
+                streaks[kind] = back  # The same trouble, back: its first epoch stays.
+            streaks[kind] = streaks[kind] + [row]
+            if len(streaks[kind]) >= LASTS[kind]:
+                said[kind] = streaks[kind]
         if variety is not None:
             best = max(best, variety)
         if _warmed_up(row) and not diverged:
@@ -115,10 +132,6 @@ def _streaks(history):
     for last in _streaks_by_row(history):
         pass
     return last
-
-
-# Epochs in a row a trouble lasts before it is said.
-LASTS = {"d_wins": WIN_EPOCHS, "collapse": COLLAPSE_EPOCHS, "divergence": DIVERGE_EPOCHS}
 
 
 def onsets(history):

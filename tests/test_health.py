@@ -147,8 +147,31 @@ def test_past_warnings_are_every_trouble_check_said_at_some_row():
         healthy(8, diversity=0.05)] + [healthy(epoch) for epoch in (9, 10)]
     assert kinds(history) == []  # Over by the last row,
     assert health.past_warnings(history) == {("collapse", 5)}  # but said at epoch 6;
-    assert health.onsets(history[:8]) == {"collapse": 8}  # epoch 8's, one epoch, never was.
     assert health.past_warnings(history[:5]) == set()
+    # Epoch 8's, back within REJOIN_EPOCHS, is the same trouble; one epoch after longer
+    # healthy is a new one, and never said.
+    assert health.onsets(history[:8]) == {"collapse": 5}
+    later = history + [healthy(epoch) for epoch in range(11, 19)] + [healthy(19, diversity=0.05)]
+    assert health.onsets(later) == {"collapse": 19}
+    assert health.past_warnings(later) == {("collapse", 5)}
+
+
+def test_a_trouble_back_within_rejoin_epochs_is_the_one_already_said():
+    """The 600-cat run's D, which won by a little with dips under the line between (BENCHMARKS
+    "When training goes wrong"): one trouble since epoch 165, said once, not three times."""
+    winning = {*range(165, 171), 172, 177, 178, 179, 182, 184, 185, *range(193, 208)}
+    history = [healthy(epoch, **({"d_real": 0.92, "d_fake": 0.07} if epoch in winning else {}))
+               for epoch in range(1, 212)]
+    assert health.past_warnings(history) == {("d_wins", 165)}
+    for end in (170, 172, 177, 193, 207):
+        assert kinds(history[:end]) == [("d_wins", 165)], end
+    assert kinds(history[:176]) == [] and kinds(history[:211]) == []  # Between, it is over.
+    # Back only after more than REJOIN_EPOCHS epochs: a new trouble, from its own first epoch.
+    gap = 207 + health.REJOIN_EPOCHS + 1
+    again = history[:207] + [healthy(epoch) for epoch in range(208, gap)] + [
+        healthy(epoch, d_real=0.92, d_fake=0.07) for epoch in range(gap, gap + 3)]
+    assert kinds(again) == [("d_wins", gap)]
+    assert health.past_warnings(again) == {("d_wins", 165), ("d_wins", gap)}
 
 
 def test_advice_names_memorising_for_small_data_sets():
