@@ -98,9 +98,10 @@ def test_main_runs_from_python_like_a_notebook_cell(tmp_path, tiny_data, monkeyp
     assert "stopped after --max-steps 1" in capsys.readouterr().out
 
 
-def test_sample_every_and_max_steps(tmp_path, tiny_data):
+def test_sample_every_and_max_steps(tmp_path, quick_data):
     out = tmp_path / "run"
-    result = train(tiny_data, out, "--epochs", "3", "--sample-every", "2", "--max-steps", "5")
+    result = train(quick_data, out, "--batch-size", QUICK_FASHION_BATCH, "--epochs", "3",
+                   "--sample-every", "2", "--max-steps", "5")
     # Steps 1-2 epoch 1, 3-4 epoch 2, step 5 closes epoch 3 early: it is the last, so sampled.
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_0002.png",
                                                                     "epoch_0003.png"]

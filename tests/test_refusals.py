@@ -25,8 +25,8 @@ def one_line(result, status=None):
 
 
 @pytest.fixture(scope="module")
-def data(tiny_data):
-    return tiny_data  # 200 real Fashion-MNIST images: 4 steps an epoch at batch 64.
+def data(quick_data):
+    return quick_data  # 32 real Fashion-MNIST images: 2 full steps an epoch, one trace.
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def finished_run(module_folder, data):
     """A two-epoch run with a checkpoint per epoch."""
     out = module_folder / "run"
     run_main(SCRIPT, "--data-dir", data, "--out-dir", out, "--epochs", "2",
-             "--batch-size", "64", "--checkpoint-every", "1")
+             "--batch-size", QUICK_FASHION_BATCH, "--checkpoint-every", "1")
     return out
 
 
@@ -47,8 +47,8 @@ def run_copy(tmp_path, finished_run):
 
 
 def train(data, out, *flags):
-    return run_main(SCRIPT, "--data-dir", data, "--out-dir", out, "--batch-size", "64",
-                    *flags, check=False)
+    return run_main(SCRIPT, "--data-dir", data, "--out-dir", out, "--batch-size",
+                    QUICK_FASHION_BATCH, *flags, check=False)
 
 
 # --- Data loss ------------------------------------------------------------------------------
@@ -210,11 +210,10 @@ def test_malformed_tf_config_is_one_line(data, tmp_path, monkeypatch, tf_config)
 
 
 def test_max_steps_is_not_kept_for_resume(quick_data, tmp_path):
-    out = tmp_path / "run"  # Quick data at batch 16: two full steps an epoch, one trace.
-    quick = ("--batch-size", QUICK_FASHION_BATCH)
-    assert train(quick_data, out, "--epochs", "1", "--max-steps", "1", *quick).returncode == 0
+    out = tmp_path / "run"
+    assert train(quick_data, out, "--epochs", "1", "--max-steps", "1").returncode == 0
     assert json.loads((out / "args.json").read_text())["max_steps"] == 1
-    result = train(quick_data, out, "--resume", "--epochs", "3", *quick)
+    result = train(quick_data, out, "--resume", "--epochs", "3")
     assert result.returncode == 0, result.stderr
     assert "--max-steps" not in result.stdout
     rows = (out / "history.csv").read_text().splitlines()[1:]
