@@ -26,7 +26,9 @@ Data (never copied into the repository; the training copy lives under --work-dir
   --artworks-style (Ukiyo_e) paintings, laid out as <work>/images/Rembrandt/ so that
   `--data-dir <work>/images --artist Rembrandt` reads them; the rest of the style is held out.
 - animals: a fixed-seed random --train-count (160) of afhq_cat_600/cat/; the other 440 are
-  held out; `--data-dir <work>/cats`.
+  held out; `--data-dir <work>/animals`.
+- faces: a fixed-seed random --train-count (4,000) of celeba_5k/, the other 1,000 held out
+  (cropped to the face, as train_faces.py crops); `--data-dir <work>/faces`.
 
 A config is a --augment policy ("none", "translation,cutout", ...), optionally suffixed
 "+adaptive" for --augment-adaptive, and/or "@flag=value" for another flag, such as
@@ -53,10 +55,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SCRIPTS = {
-    "artworks": {"file": "train_artworks.py", "train_count": 262,
+    "artworks": {"file": "train_artworks.py", "train_count": 262, "crop": 1.0,
                  "source": "/work/shared/data/wikiart_2styles/images/{style}"},
-    "animals": {"file": "train_animals.py", "train_count": 160,
+    "animals": {"file": "train_animals.py", "train_count": 160, "crop": 1.0,
                 "source": "/work/shared/data/afhq_cat_600/cat"},
+    # The faces are cropped to the face as train_faces.py crops them (its CROP).
+    "faces": {"file": "train_faces.py", "train_count": 4000, "crop": 140 / 178,
+              "source": "/work/shared/data/celeba_5k"},
 }
 
 
@@ -78,7 +83,7 @@ def split_data(script, source, train_count, seed, work):
         folder = work / "images" / "Rembrandt"
         flags = ["--data-dir", str(work / "images"), "--artist", "Rembrandt"]
     else:
-        folder = work / "cats"
+        folder = work / script
         flags = ["--data-dir", str(folder)]
     folder.mkdir(parents=True, exist_ok=True)
     for path in train:
@@ -173,7 +178,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=None,
                         help="--batch-size for the script (default: the script's)")
     parser.add_argument("--train-count", type=int, default=None,
-                        help="training images (default: 262 artworks, 160 cats)")
+                        help="training images (default: 262 artworks, 160 cats, 4,000 faces)")
     parser.add_argument("--artworks-style", default="Ukiyo_e", choices=("Ukiyo_e", "Pointillism"))
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--num-generated", type=int, default=2000,
@@ -198,8 +203,8 @@ def main():
     data_flags, held_folder, train_folder = split_data(args.script, source, train_count,
                                                        args.split_seed, work)
     from common.image_data import read_image_folders
-    held_out, _ = read_image_folders([held_folder], crop=1.0)
-    train_images, _ = read_image_folders([train_folder], crop=1.0)
+    held_out, _ = read_image_folders([held_folder], crop=spec["crop"])
+    train_images, _ = read_image_folders([train_folder], crop=spec["crop"])
     print(f"{args.script}: {train_count} training images in {train_folder}, "
           f"{len(held_out)} held out from {source}", flush=True)
 
@@ -271,7 +276,7 @@ def main():
               f"{np.mean([row['images_per_sec'] for row in mine]):.1f} |")
     if not args.keep and not args.work_dir:
         shutil.rmtree(work / "images", ignore_errors=True)
-        shutil.rmtree(work / "cats", ignore_errors=True)
+        shutil.rmtree(work / args.script, ignore_errors=True)
         print(f"(run folders kept in {work / 'runs'})")
 
 

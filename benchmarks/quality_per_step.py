@@ -121,47 +121,66 @@ def job(out_root, setting, seed, steps_list, data_dir, threads):
 
 
 def report(out_root, plot, only=None):
-    import numpy as np
     rows = [json.loads(line) for line in (out_root / "scores.jsonl").read_text().splitlines()]
     rows = [row for row in rows if only is None or row["setting"] in only]
     # A run's own generator, scored beside its average, is a row of "SETTING, G's own".
     rows += [{**row, "setting": f"{row['setting']}, G's own", "fcd": row["fcd_own"]}
              for row in rows if "fcd_own" in row]
+    table_and_plot(rows, "fcd", "FCD", SETTINGS, plot, "steps (batch 128; 469 an epoch)",
+                   "FCD to held-out test images (lower is better)",
+                   "Fashion-MNIST: quality against steps, mean ± sd over seeds")
+
+
+def table_and_plot(rows, score, name, settings_flags, plot, xlabel, ylabel, title):
+    """Print `score` of `rows` (one per setting, seed and steps) as a markdown table, mean ±
+    sd (population, over seeds) per setting and step; with `plot`, a PNG of it against steps,
+    one line per setting."""
+    import numpy as np
     settings = list(dict.fromkeys(row["setting"] for row in rows))
     steps = sorted({row["steps"] for row in rows})
-    print("| setting | " + " | ".join(f"FCD at {step} steps" for step in steps) + " |")
-    print("|---|" + "---|" * len(steps))
+    print("| setting | " + " | ".join(f"{name} at {step} steps" for step in steps) + " |")
+    print("|---|" + "---:|" * len(steps))
     curves = {}
     for setting in settings:
         cells, means, spreads = [], [], []
         for step in steps:
-            values = [row["fcd"] for row in rows if row["setting"] == setting
+            values = [row[score] for row in rows if row["setting"] == setting
                       and row["steps"] == step]
             mean, spread = (float(np.mean(values)), float(np.std(values))) if values else (
                 float("nan"), float("nan"))
-            cells.append(f"{mean:.1f} ± {spread:.1f} (n={len(values)})" if values else "-")
+            cells.append(f"{mean:.1f} ± {spread:.1f} ({', '.join(f'{v:.1f}' for v in values)})"
+                         if values else "-")
             means.append(mean)
             spreads.append(spread)
-        curves[setting] = (means, spreads, max(
-            sum(row["setting"] == setting and row["steps"] == step for row in rows)
-            for step in steps))
-        print(f"| {setting} {' '.join(SETTINGS.get(setting, []))} | " + " | ".join(cells) + " |")
+        seeds = max(sum(row["setting"] == setting and row["steps"] == step for row in rows)
+                    for step in steps)
+        curves[setting] = (means, spreads, seeds)
+        print(f"| {setting} {' '.join(settings_flags.get(setting, []))} | " + " | ".join(cells)
+              + " |")
     if plot:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         figure, axes = plt.subplots(figsize=(7, 4))
         for setting, (means, spreads, seeds) in curves.items():
-            label = f"{setting} {' '.join(SETTINGS.get(setting, []))}".strip()
+            label = f"{setting} {' '.join(settings_flags.get(setting, []))}".strip()
             axes.errorbar(steps, means, yerr=spreads, marker=".", capsize=3,
                           label=f"{label}, {seeds} seed{'s' * (seeds > 1)}")
-        axes.set(xlabel="steps (batch 128; 469 an epoch)",
-                 ylabel="FCD to held-out test images (lower is better)",
-                 title="Fashion-MNIST: quality against steps, mean ± sd over seeds")
+        axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()
         figure.savefig(plot, dpi=100)
+
+
+def add_stage_arguments(parser, steps):
+    """The flags this benchmark and quality_per_step_64.py share: what to run, and how."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, nargs="+", default=steps)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--report", nargs="?", const="", default=None, metavar="PLOT.png")
+    parser.add_argument("--stage", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("flags", nargs="*", help=argparse.SUPPRESS)
 
 
 def main():
@@ -169,13 +188,8 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("/tmp/quality_per_step"))
     parser.add_argument("--settings", nargs="+", default=None, choices=SETTINGS,
                         help="what to train (default: all); with --report, what to show")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, nargs="+", default=[117, 234, 469])
     parser.add_argument("--data-dir", default=FASHION)
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--report", nargs="?", const="", default=None, metavar="PLOT.png")
-    parser.add_argument("--stage", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
-    parser.add_argument("flags", nargs="*", help=argparse.SUPPRESS)
+    add_stage_arguments(parser, steps=[117, 234, 469])
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(stage(Path(args.stage[0]), int(args.stage[1]), args.flags,
