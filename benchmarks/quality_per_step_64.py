@@ -2,16 +2,20 @@
 several seeds, scored by SWD (and pixel-FID) against real images held out from training.
 
 Usage:
-    python benchmarks/quality_per_step_64.py --script faces --steps 150 300 600 \\
+    python benchmarks/quality_per_step_64.py --script faces --steps 150 300 \\
         --seeds 0 1 2 --settings lr_2e-4 lr_8e-4 --parallel 2 --work-dir /tmp/qps64_faces
-    python benchmarks/quality_per_step_64.py --script faces --work-dir /tmp/qps64_faces --report
+    python benchmarks/quality_per_step_64.py --script animals --train-count 480 ... \\
+        --work-dir /tmp/qps64_cats
+    python benchmarks/quality_per_step_64.py --script faces --work-dir /tmp/qps64_faces \\
+        --report docs/quality_per_step_faces.png
 
 The data split is benchmarks/augment_quality.py's (a fixed-seed random --train-count of
 the sample in ../shared/data, copied under --work-dir; the rest held out, and never
 trained on). Each (setting, seed) is one run in WORK/runs/SETTING-sSEED, trained up to the
 first of --steps (optimizer steps at the script's default batch), scored, resumed
 (--resume --max-steps) to the next, scored, and so on; stages an earlier invocation
-reached are skipped. A score (`score`) is the SWD (x1000, the mean of the pyramid levels)
+reached are skipped (a stage killed while it trained has no checkpoint of where it got
+to: delete that run's folder). A score (`score`) is the SWD (x1000, the mean of the pyramid levels)
 and pixel-FID of as many samples of the run's generator.keras (the moving average, what a
 user gets) as there are held-out images, against them, each the mean of 2 noise draws. Each stage
 is its own process; with --parallel 2 two run at once on one thread each (quality is the
