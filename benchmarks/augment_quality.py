@@ -113,10 +113,10 @@ def read_history(path):
         return list(csv.DictReader(handle))
 
 
-def score(run_dir, held_out, count, seed, draws=3):
+def score(run_dir, held_out, count, seed, draws=3, patches_per_image=128):
     """(pixel-FID, SWD per pyramid level and their mean) of `count` generated images
     against the held-out ones, each the mean over `draws` noise draws (one draw of 2,000
-    moved pixel-FID by up to +-7)."""
+    moved pixel-FID by up to +-7); SWD from `patches_per_image` patches of each image."""
     from common.generate import draw_noise, generate, load_generator
     from common.metrics import pixel_fid, sliced_wasserstein
     model, latent_dim, distribution = load_generator(run_dir)
@@ -126,7 +126,8 @@ def score(run_dir, held_out, count, seed, draws=3):
         rng = np.random.default_rng([seed, draw])
         generated = generate(model, draw_noise(distribution, count, latent_dim, rng))
         fids.append(pixel_fid(real, generated))
-        swds.append(sliced_wasserstein(real, generated, seed=draw))
+        swds.append(sliced_wasserstein(real, generated,
+                                       patches_per_image=patches_per_image, seed=draw))
     return float(np.mean(fids)), {level: float(np.mean([swd[level] for swd in swds]))
                                   for level in swds[0]}
 

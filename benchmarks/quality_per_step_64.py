@@ -15,11 +15,12 @@ trained on). Each (setting, seed) is one run in WORK/runs/SETTING-sSEED, trained
 first of --steps (optimizer steps at the script's default batch), scored, resumed
 (--resume --max-steps) to the next, scored, and so on; stages an earlier invocation
 reached are skipped (a stage killed while it trained has no checkpoint of where it got
-to: delete that run's folder). A score (`score`) is the SWD (x1000, the mean of the pyramid levels)
-and pixel-FID of as many samples of the run's generator.keras (the moving average, what a
-user gets) as there are held-out images, against them, each the mean of 2 noise draws. Each stage
-is its own process; with --parallel 2 two run at once on one thread each (quality is the
-figure, not speed). One JSON line per score in WORK/scores.jsonl; --report prints mean ±
+to: delete that run's folder). A score (augment_quality.score) is the SWD (x1000, the mean
+of the pyramid levels, 32 patches an image as --eval-every takes) and pixel-FID of as many
+samples of the run's generator.keras (the moving average, what a user gets) as there are
+held-out images, against them, each the mean of 2 noise draws. Each stage is its own
+process; with --parallel 2 two run at once on one thread each (quality is the figure, not
+speed). One JSON line per score in WORK/scores.jsonl; --report prints mean ±
 sd (population, over seeds) per setting and step, and with a PNG path plots SWD against
 steps. Not part of the tests; the figures are in BENCHMARKS.md.
 """
@@ -50,6 +51,7 @@ def stage(script, work, out, steps, flags):
     """Train `out` up to `steps` optimizer steps (a new run or --resume), then score it."""
     import augment_quality
     from common.image_data import read_image_folders
+    from common.quality import SWD_PATCHES
     spec = augment_quality.SCRIPTS[script]
     data_flags = json.loads((work / "split.json").read_text())["flags"]
     progress = out / "steps.json"
@@ -67,30 +69,12 @@ def stage(script, work, out, steps, flags):
         seconds = round(time.perf_counter() - start, 1)
     held_out, _ = read_image_folders([work / "held_out"], crop=spec["crop"])
     seed = json.loads((out / "args.json").read_text())["seed"]
-    return {"steps": steps, **score(out, held_out, seed=1000 + seed), "train_seconds": seconds}
-
-
-def score(run_dir, held_out, seed, draws=2):
-    """SWD (x1000; the mean of the pyramid levels, and each level) and pixel-FID of as many
-    samples of generator.keras as there are held-out images, each the mean of `draws` noise
-    draws, with the --eval-every meter's 32 patches an image (common/quality.py)."""
-    import numpy as np
-    from common.generate import draw_noise, generate, load_generator
-    from common.metrics import pixel_fid, sliced_wasserstein
-    from common.quality import SWD_PATCHES
-    model, latent_dim, distribution = load_generator(run_dir)
-    real = held_out.astype(np.float32) / 127.5 - 1.0
-    fids, swds = [], []
-    for draw in range(draws):
-        rng = np.random.default_rng([seed, draw])
-        generated = generate(model, draw_noise(distribution, len(real), latent_dim, rng))
-        fids.append(pixel_fid(real, generated))
-        swds.append(sliced_wasserstein(real, generated, patches_per_image=SWD_PATCHES,
-                                       seed=draw))
-    return {"swd": round(float(np.mean([swd["mean"] for swd in swds])), 3),
-            "pixel_fid": round(float(np.mean(fids)), 3),
-            **{f"swd_{level}": round(float(np.mean([swd[level] for swd in swds])), 3)
-               for level in swds[0] if level != "mean"}}
+    # As many samples as held-out images, 2 noise draws, the --eval-every meter's patches.
+    pixel_fid, swd = augment_quality.score(out, held_out, len(held_out), 1000 + seed, draws=2,
+                                           patches_per_image=SWD_PATCHES)
+    return {"steps": steps, "swd": round(swd.pop("mean"), 3), "pixel_fid": round(pixel_fid, 3),
+            **{f"swd_{level}": round(value, 3) for level, value in swd.items()},
+            "train_seconds": seconds}
 
 
 def job(script, work, setting, seed, steps_list, threads):
