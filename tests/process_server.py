@@ -109,8 +109,8 @@ class ProcessServer:
     def popen(self, argv, stdout=None, stderr=None, env=None, cwd=None, preexec=None,
               text=True):
         """Like Popen([sys.executable, *argv], ...): argv is a script's path and its
-        arguments, "-m", a module and its, or "-c", code and its. stdout and stderr: PIPE, DEVNULL, STDOUT
-        (stderr only), an open file, or None (the test's own)."""
+        arguments, "-m", a module and its, or "-c", code and its. stdout and stderr: PIPE,
+        DEVNULL, STDOUT (stderr only), an open file, or None (the test's own)."""
         env = dict(self.env if env is None else env)
         changed = [name for name in IMPORT_TIME if env.get(name) != self.env.get(name)]
         if changed:
@@ -226,7 +226,10 @@ def _serve(connection, root):
             size = struct.unpack("Q", header)[0]
             request = b""
             while len(request) < size:
-                request += connection.recv(size - len(request))
+                chunk = connection.recv(size - len(request))
+                if not chunk:
+                    return  # The tests went mid-request.
+                request += chunk
             request = pickle.loads(request)
             sys.stdout.flush()
             sys.stderr.flush()
